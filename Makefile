@@ -1,0 +1,52 @@
+# One task runner. `make demo` and `make test` install what they need first.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+KAFKA_LIB := infra/kafka/lib
+export PREFLOOP_KAFKA_LIBS ?= $(CURDIR)/$(KAFKA_LIB)
+
+.PHONY: install jars demo test test-py lint typecheck bench lock clean
+
+# The virtual environment: Python packages pinned by requirements.lock. uv does
+# the install; it is itself bootstrapped from PyPI into the environment.
+$(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml requirements.lock overrides.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check "uv>=0.9"
+	$(BIN)/uv pip install -q --python $(PY) -r requirements.lock --override overrides.txt
+	$(BIN)/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Kafka's jars, resolved from Maven Central once and cached in infra/kafka/lib.
+$(KAFKA_LIB)/.resolved: infra/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is not installed: install it (apt-get install maven) and run again"; exit 1; }
+	mvn -q -f infra/kafka/pom.xml dependency:copy-dependencies
+	@touch $@
+
+jars: $(KAFKA_LIB)/.resolved
+
+demo: install jars
+	$(BIN)/prefloop demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy prefloop streams serving training analytics sdk/python/prefloop_sdk
+
+typecheck: lint
+
+test-py: install jars
+	$(BIN)/pytest
+
+test: lint test-py
+
+bench: install jars
+	$(PY) bench/run.py
+
+lock:
+	uv pip compile pyproject.toml --extra dev --override overrides.txt -o requirements.lock -q --python-version 3.11
+
+clean:
+	rm -rf $(VENV) .prefloop

@@ -1,0 +1,1 @@
+"""ClickHouse: DDL migrations (``migrations/``), the sink, metrics and verdicts."""

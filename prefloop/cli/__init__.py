@@ -1,0 +1,197 @@
+"""The ``prefloop`` command.
+
+Settings are read here, at the edge, once per invocation; every error prefloop
+raises on purpose is printed as one sentence (no stack trace) with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from prefloop.errors import PrefloopError
+from prefloop.settings import Settings, describe_settings, load_settings
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    from prefloop.stack.local import recorded_kafka_nodes
+
+    base: Settings = ctx.obj
+    if overrides:
+        return base.with_overrides(**overrides)
+    nodes = recorded_kafka_nodes(base.home)
+    if nodes and "PREFLOOP_KAFKA_NODES" not in os.environ and nodes != base.kafka_nodes:
+        return base.with_overrides(kafka_nodes=nodes)  # the running stack's shape
+    return base
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """prefloop: an online preference loop for LLMs."""
+    ctx.obj = load_settings()
+
+
+@cli.command()
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Print the effective settings (secrets masked) and what each one means."""
+    table = Table("variable", "value", "meaning", box=None, pad_edge=False)
+    for name, value, meaning in describe_settings(_settings(ctx)):
+        table.add_row(name, value, meaning)
+    console.print(table)
+
+
+@cli.command()
+@click.option(
+    "--kafka-nodes",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="KRaft nodes to start (3 for the fault tests: replication 3, min ISR 2).",
+)
+@click.pass_context
+def up(ctx: click.Context, kafka_nodes: int | None) -> None:
+    """Start the local stack: Kafka, the embedded ClickHouse owner and Ray."""
+    from prefloop.stack.local import LocalStack
+
+    settings = _settings(ctx, kafka_nodes=kafka_nodes) if kafka_nodes else _settings(ctx)
+    started = LocalStack(settings).up()
+    if started:
+        console.print(f"up: started {', '.join(started)} (state in {settings.home})")
+    else:
+        console.print("up: the stack was already up; nothing started")
+
+
+@cli.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop what `prefloop up` started, and nothing else."""
+    from prefloop.stack.local import LocalStack
+
+    stopped = LocalStack(_settings(ctx)).down()
+    if stopped:
+        console.print(f"down: stopped {', '.join(stopped)}")
+    else:
+        console.print("down: nothing was running")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show each component: up or down, pid, port, version, topics and their counts."""
+    from prefloop.stack.local import LocalStack, status_as_dicts
+
+    rows = LocalStack(_settings(ctx)).status()
+    if as_json:
+        click.echo(json.dumps(status_as_dicts(rows), indent=2))
+        return
+    table = Table("component", "state", "pid", "port", "version", "detail", box=None)
+    for row in rows:
+        colour = {"up": "green", "down": "red"}.get(row.state, "cyan")
+        table.add_row(
+            row.name,
+            f"[{colour}]{row.state}[/]",
+            str(row.pid or ""),
+            str(row.port or ""),
+            row.version or "",
+            row.detail,
+        )
+    console.print(table)
+    topics = next((row.topics for row in rows if row.topics), {})
+    if topics:
+        counts = Table("topic", "messages", box=None)
+        for name, count in topics.items():
+            counts.add_row(name, "missing" if count is None else str(count))
+        console.print(counts)
+
+
+@cli.command()
+@click.argument("query")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A bound parameter, used in the query as {NAME:Type}; repeatable.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="PrettyCompactMonoBlock",
+    show_default=True,
+    help="Any ClickHouse output format (TSVWithNames, JSONEachRow, CSV, ...).",
+)
+@click.pass_context
+def sql(ctx: click.Context, query: str, params: tuple[str, ...], fmt: str) -> None:
+    """Run one SQL statement against ClickHouse (embedded store or server)."""
+    from prefloop.clickhouse.client import connect
+
+    bound = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        bound[name] = value
+    client = connect(_settings(ctx))
+    try:
+        out = client.raw_query(query, parameters=bound or None, fmt=fmt)
+    except Exception as exc:  # the server's own message is the useful part
+        raise PrefloopError(f"ClickHouse refused the query: {_first_line(exc)}") from exc
+    sys.stdout.write(out.decode(errors="replace"))
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply the ClickHouse migrations not applied yet."""
+    from prefloop.clickhouse.client import connect
+    from prefloop.clickhouse.migrations import apply_migrations
+
+    settings = _settings(ctx)
+    applied = apply_migrations(connect(settings), settings.clickhouse_database)
+    console.print(f"migrate: applied {', '.join(applied)}" if applied else "migrate: up to date")
+
+
+@cli.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """The main job: bring the stack up, run each stage of the loop, bring it down."""
+    from prefloop.demo import run_demo
+
+    run_demo(_settings(ctx), console)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    marker = "server response:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="prefloop", standalone_mode=False)
+    except PrefloopError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""DDL migrations: numbered ``.sql`` files applied once each, in order.
+
+Each file (``0001_name.sql``) holds statements separated by ``;``. Applied
+versions are recorded in ``schema_migrations`` with a checksum, so a file
+edited after it was applied is refused instead of silently diverging: schema
+changes go in a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from prefloop.errors import ClickHouseError
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def default_directory() -> Path:
+    """analytics/migrations, where the analytics room keeps its DDL."""
+    return Path(str(importlib.resources.files("prefloop.analytics") / "migrations"))
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        lines = [line for line in self.sql.splitlines() if not line.strip().startswith("--")]
+        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def discover(directory: Path) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ClickHouseError(
+                f"migration file {path} is misnamed: use NNNN_lower_case_name.sql"
+            )
+        migrations.append(Migration(match.group(1), path))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ClickHouseError(f"two migrations in {directory} share a version number")
+    return migrations
+
+
+def apply_migrations(client: Client, database: str, directory: Path | None = None) -> list[str]:
+    """Apply the migrations not applied yet; returns the file names applied."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    client.database = database
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version String, name String, checksum String, applied_at DateTime64(3) DEFAULT now64(3)) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    applied = {
+        row[0]: (row[1], row[2])
+        for row in client.query("SELECT version, name, checksum FROM schema_migrations").result_rows
+    }
+    done = []
+    for migration in discover(directory or default_directory()):
+        if migration.version in applied:
+            name, checksum = applied[migration.version]
+            if checksum != migration.checksum:
+                raise ClickHouseError(
+                    f"migration {migration.path.name} changed after it was applied as {name}: "
+                    "put schema changes in a new migration file"
+                )
+            continue
+        for statement in migration.statements():
+            try:
+                client.command(statement)
+            except Exception as exc:
+                raise ClickHouseError(
+                    f"migration {migration.path.name} failed at:\n{statement}\n{exc}"
+                ) from exc
+        client.insert(
+            "schema_migrations",
+            [[migration.version, migration.path.name, migration.checksum]],
+            column_names=["version", "name", "checksum"],
+        )
+        done.append(migration.path.name)
+    return done

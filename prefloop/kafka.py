@@ -1,0 +1,178 @@
+"""Kafka plumbing shared by every room: clients, topics, counts.
+
+All clients are confluent-kafka (librdkafka) configured from
+:meth:`Settings.kafka_client_config`, so SASL/SSL settings reach every one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from prefloop.errors import StackError
+from prefloop.settings import Settings
+from prefloop.stack.process import port_answers
+
+# librdkafka's own log: its transient warnings (a coordinator still loading, a
+# broker refusing while it starts) are noise to a user; errors still show.
+librdkafka_log = logging.getLogger("prefloop.kafka.librdkafka")
+librdkafka_log.setLevel(logging.ERROR)
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    return {**settings.kafka_client_config(), "logger": librdkafka_log}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(client_config(settings))
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """A durable producer: idempotent, acks=all, lz4, batching by linger."""
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def broker_count(settings: Settings, timeout: float = 2.0) -> int:
+    """How many brokers answer a metadata request (0 if none does in time)."""
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    if not port_answers(int(port), host or "127.0.0.1"):
+        return 0  # nothing listens yet: spare librdkafka's connection-refused noise
+    try:
+        metadata = admin_client(settings).list_topics(timeout=timeout)
+    except KafkaException:
+        return 0
+    return len(metadata.brokers)
+
+
+def ensure_topics(
+    settings: Settings, topics: Iterable[str] | None = None, timeout: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created.
+
+    Partitions, replication and retention come from the settings; with a
+    replication factor above 1, min.insync.replicas is 2 so that an acks=all
+    write survives the loss of one broker.
+    """
+    names = list(topics) if topics is not None else settings.topics.all()
+    replication = settings.replication_factor
+    config = {
+        "retention.ms": str(settings.topic_retention_hours * 3600 * 1000),
+        "min.insync.replicas": str(2 if replication > 1 else 1),
+    }
+    new = [
+        NewTopic(
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=replication,
+            config=config,
+        )
+        for name in names
+    ]
+    created = []
+    client = admin_client(settings)  # held: a collected client cancels its futures
+    futures = client.create_topics(new, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise StackError(f"could not create topic {name}: {error}") from exc
+    _wait_for_leaders(client, names, timeout)
+    topic_message_counts(settings, names, timeout)  # every leader answers a fetch, too
+    return created
+
+
+def _wait_for_leaders(client: AdminClient, names: list[str], timeout: float) -> None:
+    """Block until every partition of ``names`` has a leader (new topics need a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = client.list_topics(timeout=timeout)
+        pending = [
+            name
+            for name in names
+            if name not in metadata.topics
+            or metadata.topics[name].error is not None
+            or any(p.leader < 0 for p in metadata.topics[name].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"topics without a partition leader after {timeout:.0f} s: {pending}")
+        time.sleep(0.1)
+
+
+_RETRIABLE = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TRANSPORT,
+}
+
+
+def _watermarks(client: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Low and high watermarks, retried while a new or moved leader settles in."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = client.get_watermark_offsets(partition, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            retriable = isinstance(error, KafkaError) and error.code() in _RETRIABLE
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def topic_message_counts(
+    settings: Settings, topics: Iterable[str], timeout: float = 5.0
+) -> dict[str, int | None]:
+    """Messages held per topic (high minus low watermark, summed over partitions).
+
+    None for a topic that does not exist.
+    """
+    client = consumer(settings, group_id="prefloop-status")
+    try:
+        metadata = client.list_topics(timeout=timeout)
+        counts: dict[str, int | None] = {}
+        for name in topics:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                counts[name] = None
+                continue
+            total = 0
+            for partition in topic.partitions:
+                low, high = _watermarks(client, TopicPartition(name, partition), timeout)
+                total += high - low
+            counts[name] = total
+        return counts
+    finally:
+        client.close()

@@ -1,0 +1,288 @@
+"""prefloop's settings: one frozen object, read from ``PREFLOOP_*`` variables.
+
+This class is the one place where every variable is documented; ``prefloop
+config`` prints the effective values with secrets masked. The environment is
+read at the edge (the CLI, an app's start) through :func:`load_settings`;
+library code takes a :class:`Settings` argument and never reads os.environ.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prefloop.errors import SettingsError
+
+ENV_PREFIX = "PREFLOOP_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Port = int
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The Kafka topics of DESIGN.md, named ``<prefix>.<name>``."""
+
+    interactions: str
+    feedback: str
+    scores: str
+    annotation_tasks: str
+    preferences: str
+    model_events: str
+    dlq: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        return cls(
+            interactions=f"{prefix}.interactions",
+            feedback=f"{prefix}.feedback",
+            scores=f"{prefix}.scores",
+            annotation_tasks=f"{prefix}.annotation-tasks",
+            preferences=f"{prefix}.preferences",
+            model_events=f"{prefix}.model-events",
+            dlq=f"{prefix}.dlq",
+        )
+
+    def all(self) -> list[str]:
+        return list(vars(self).values())
+
+
+class Settings(BaseSettings):
+    """Every prefloop setting. Each is read from ``PREFLOOP_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # -- state ---------------------------------------------------------------
+    home: Path = Field(
+        Path(".prefloop"),
+        description="state directory: pid files, logs and data of the local stack (a path)",
+    )
+
+    # -- Kafka ---------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="bootstrap servers of an existing Kafka cluster, host:port[,host:port]; "
+        "unset: `prefloop up` runs a local broker",
+    )
+    kafka_port: Port = Field(
+        9092,
+        ge=1,
+        le=65535,
+        description="client port of the local broker (node n uses port + n - 1)",
+    )
+    kafka_controller_port: Port = Field(
+        9192,
+        ge=1,
+        le=65535,
+        description="KRaft controller port of the local broker (node n: + n - 1)",
+    )
+    kafka_nodes: int = Field(1, ge=1, le=9, description="nodes of the local KRaft cluster, 1 to 9")
+    kafka_libs: Path = Field(
+        REPO_ROOT / "infra" / "kafka" / "lib",
+        description="folder of Kafka's jars, resolved by infra/kafka/pom.xml (a path)",
+    )
+    kafka_heap: str = Field(
+        "512m",
+        pattern=r"^\d+[kmgKMG]$",
+        description="JVM heap of each local broker, e.g. 512m or 1g",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol passed to every Kafka client"
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="sasl.mechanism, e.g. PLAIN, SCRAM-SHA-512, OAUTHBEARER"
+    )
+    kafka_sasl_username: str | None = Field(None, description="sasl.username")
+    kafka_sasl_password: SecretStr | None = Field(None, description="sasl.password (secret)")
+    kafka_ssl_ca_location: Path | None = Field(None, description="ssl.ca.location (a path)")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="ssl.certificate.location (a path)"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, description="ssl.key.location (a path)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="ssl.key.password (secret)")
+
+    # -- topics --------------------------------------------------------------
+    topic_prefix: str = Field(
+        "prefloop",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="prefix of every topic name (letters, digits, '.', '_', '-')",
+    )
+    topic_partitions: int = Field(6, ge=1, le=1000, description="partitions of each topic")
+    topic_replication: int | None = Field(
+        None, ge=1, le=9, description="replication factor of each topic; unset: min(3, kafka nodes)"
+    )
+    topic_retention_hours: int = Field(
+        168, ge=1, description="retention of each topic in hours (bounded: user data ages out)"
+    )
+
+    # -- ClickHouse ----------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(:\d+)?/?$",
+        description="a ClickHouse server, http(s)://host:port; unset: embedded chDB under home",
+    )
+    clickhouse_user: str = Field("default", description="ClickHouse user (server mode)")
+    clickhouse_password: SecretStr = Field(
+        SecretStr(""), description="ClickHouse password (server mode, secret)"
+    )
+    clickhouse_database: str = Field(
+        "prefloop", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="ClickHouse database name"
+    )
+    clickhouse_port: Port = Field(
+        8124, ge=1, le=65535, description="port of the embedded store's owner (HTTP, 127.0.0.1)"
+    )
+
+    # -- Ray -----------------------------------------------------------------
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PREFLOOP_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="a Ray cluster to use (also read from RAY_ADDRESS); unset: `up` starts one",
+    )
+    ray_port: Port = Field(6390, ge=1, le=65535, description="GCS port of the local Ray head")
+    ray_object_store_mb: int = Field(
+        512, ge=78, description="object store of the local Ray head in MiB (at least 78)"
+    )
+    ray_dashboard: bool = Field(False, description="start the Ray dashboard (true/false)")
+    ray_dashboard_port: Port = Field(8265, ge=1, le=65535, description="Ray dashboard port")
+
+    @field_validator("home", "kafka_libs")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+    @property
+    def replication_factor(self) -> int:
+        if self.topic_replication is not None:
+            return self.topic_replication
+        return 1 if self.kafka_bootstrap else min(3, self.kafka_nodes)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The Kafka cluster every client talks to: the configured one or the local one."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.kafka_nodes))
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers, consumers and admin clients."""
+        config: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional: dict[str, Any] = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": self.kafka_ssl_key_password,
+        }
+        for key, value in optional.items():
+            if value is None:
+                continue
+            config[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return config
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some values changed and validated (the object itself is frozen)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _known_variables() -> set[str]:
+    return {_env_name(name) for name in Settings.model_fields}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the settings from the environment, with errors a person can act on.
+
+    An unknown ``PREFLOOP_*`` variable is an error (a typo would otherwise be
+    silently ignored); a malformed value names the variable and its form.
+    """
+    env = os.environ if environ is None else environ
+    known = _known_variables()
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SettingsError(
+                f"{name} is not a prefloop setting: {hint}`prefloop config` lists every setting"
+            )
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        aliases = [_env_name(name)]
+        if isinstance(field.validation_alias, AliasChoices):
+            aliases = [str(a) for a in field.validation_alias.choices]
+        for alias in aliases:
+            if alias in env:
+                values[name] = env[alias]
+                break
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, values)) from None
+
+
+def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        field = Settings.model_fields.get(name)
+        form = field.description if field is not None else ""
+        given = values.get(name, "")
+        problems.append(
+            f"{_env_name(name)}={given!r} is not valid ({error['msg']}); expected: {form}"
+        )
+    return "; ".join(problems)
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, effective value, description) for every setting, secrets masked."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "**********" if value.get_secret_value() else ""
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append((_env_name(name), shown, field.description or ""))
+    return rows
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``PREFLOOP_*`` variables, for a child process to load the same ones."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[_env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with its PREFLOOP_* variables replaced by ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.pop("RAY_ADDRESS", None)
+    env.update(settings_env(settings))
+    return env

@@ -1,0 +1,229 @@
+"""The local stack as one thing: Kafka, the embedded ClickHouse owner, Ray.
+
+``up`` starts what is not running yet (and what the settings do not point
+elsewhere), ``down`` stops every process that ``up`` recorded under
+``$PREFLOOP_HOME/run`` and nothing else, ``status`` reports each component.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prefloop import kafka
+from prefloop.clickhouse.client import connect, owner_process
+from prefloop.clickhouse.migrations import apply_migrations
+from prefloop.errors import PrefloopError, StackError
+from prefloop.settings import Settings, child_environment
+from prefloop.stack.kafka import KafkaCluster, kafka_version
+from prefloop.stack.process import ManagedProcess, port_answers, require_free_port, stop_all
+from prefloop.stack.ray import head_address, ray_process, ray_version, start_head
+
+OWNER_START_TIMEOUT_S = 60.0
+STACK_FILE = "stack.json"
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    state: str  # up, down, external
+    pid: int | None = None
+    port: int | None = None
+    version: str | None = None
+    detail: str = ""
+    topics: dict[str, int | None] = field(default_factory=dict)
+
+
+def recorded_kafka_nodes(home: Path) -> int | None:
+    """The node count the running stack was started with, if any."""
+    try:
+        return int(json.loads((home / "run" / STACK_FILE).read_text())["kafka_nodes"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.say = say
+        self.kafka = KafkaCluster(settings)
+        self.clickhouse = owner_process(settings)
+        self.ray = ray_process(settings)
+
+    # -- up ------------------------------------------------------------------
+    def up(self) -> list[str]:
+        """Start what is not running; returns the components started by this call."""
+        started: list[ManagedProcess] = []
+        try:
+            self._up_kafka(started)
+            self._up_clickhouse(started)
+            self._up_ray(started)
+        except BaseException:
+            for process in reversed(started):
+                process.stop()
+            raise
+        if started:
+            (self.settings.home / "run" / STACK_FILE).write_text(
+                json.dumps({"kafka_nodes": self.settings.kafka_nodes})
+            )
+        return [process.name for process in started]
+
+    def _up_kafka(self, started: list[ManagedProcess]) -> None:
+        s = self.settings
+        if s.kafka_bootstrap:
+            self.say(f"kafka: using the cluster at {s.kafka_bootstrap}")
+        elif len(self.kafka.running_nodes()) == len(self.kafka.nodes):
+            self.say(f"kafka: already up on {s.bootstrap_servers}")
+        else:
+            before = {node.process.name for node in self.kafka.running_nodes()}
+            self.say(f"kafka: starting {s.kafka_nodes} KRaft node(s) on {s.bootstrap_servers} ...")
+            self.kafka.start()
+            started += [n.process for n in self.kafka.nodes if n.process.name not in before]
+        created = kafka.ensure_topics(s)
+        if created:
+            self.say(
+                f"kafka: created {len(created)} topics ({s.topic_partitions} partitions, "
+                f"replication {s.replication_factor})"
+            )
+
+    def _up_clickhouse(self, started: list[ManagedProcess]) -> None:
+        s = self.settings
+        if s.clickhouse_url:
+            applied = apply_migrations(connect(s), s.clickhouse_database)
+            self.say(
+                f"clickhouse: using the server at {s.clickhouse_url}; "
+                f"{len(applied)} migration(s) applied"
+            )
+            return
+        if self.clickhouse.is_running():
+            self.say(f"clickhouse: already up on 127.0.0.1:{s.clickhouse_port}")
+            return
+        require_free_port(
+            "the embedded ClickHouse owner", s.clickhouse_port, "PREFLOOP_CLICKHOUSE_PORT"
+        )
+        self.say(
+            f"clickhouse: starting the embedded store's owner on 127.0.0.1:{s.clickhouse_port} ..."
+        )
+        self.clickhouse.start(
+            [sys.executable, "-m", "prefloop.clickhouse.embedded"],
+            env=child_environment(s),
+            extra={"port": s.clickhouse_port},
+        )
+        started.append(self.clickhouse)
+        self.clickhouse.wait_until(
+            lambda: _pings(s.clickhouse_port), timeout=OWNER_START_TIMEOUT_S, what="answering /ping"
+        )
+
+    def _up_ray(self, started: list[ManagedProcess]) -> None:
+        s = self.settings
+        if s.ray_address:
+            self.say(f"ray: using the cluster at {s.ray_address}")
+        elif self.ray.is_running():
+            self.say(f"ray: already up on {head_address(s)}")
+        else:
+            self.say(f"ray: starting a head on {head_address(s)} ...")
+            start_head(s)
+            started.append(self.ray)
+
+    # -- down ----------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop every process ``up`` recorded, whatever its settings now say."""
+        run = self.settings.home / "run"
+        stopped = []
+        names = sorted(p.stem for p in run.glob("*.pid")) if run.exists() else []
+        # ray and the store first, Kafka last: its clients are gone by then
+        order = sorted(names, key=lambda n: (n.startswith("kafka"), n))
+        kafka_nodes = [n for n in order if n.startswith("kafka")]
+        for name in [n for n in order if not n.startswith("kafka")]:
+            if ManagedProcess(name, run, self.settings.home / "logs").stop():
+                stopped.append(name)
+        stopped += stop_all(
+            [ManagedProcess(n, run, self.settings.home / "logs") for n in kafka_nodes]
+        )
+        (run / STACK_FILE).unlink(missing_ok=True)
+        return stopped
+
+    # -- status --------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        s = self.settings
+        rows = self._kafka_status()
+        if s.clickhouse_url:
+            rows.append(ComponentStatus("clickhouse", "external", detail=s.clickhouse_url))
+        else:
+            pid = self.clickhouse.pid()
+            row = ComponentStatus(
+                "clickhouse",
+                "up" if pid else "down",
+                pid,
+                s.clickhouse_port,
+                detail="embedded chDB, owner process",
+            )
+            if pid:
+                try:
+                    row.version = connect(s).server_version
+                except PrefloopError as exc:
+                    row.detail = str(exc)
+            rows.append(row)
+        if s.ray_address:
+            rows.append(ComponentStatus("ray", "external", detail=s.ray_address))
+        else:
+            pid = self.ray.pid()
+            rows.append(
+                ComponentStatus(
+                    "ray",
+                    "up" if pid else "down",
+                    pid,
+                    s.ray_port,
+                    ray_version(),
+                    detail="local head",
+                )
+            )
+        return rows
+
+    def _kafka_status(self) -> list[ComponentStatus]:
+        s = self.settings
+        if s.kafka_bootstrap:
+            rows = [ComponentStatus("kafka", "external", detail=s.kafka_bootstrap)]
+        else:
+            version = kafka_version(s.kafka_libs)
+            rows = []
+            for node in self.kafka.nodes:
+                pid = node.process.pid()
+                rows.append(
+                    ComponentStatus(
+                        node.process.name,
+                        "up" if pid else "down",
+                        pid,
+                        node.port,
+                        version,
+                        detail="KRaft broker+controller",
+                    )
+                )
+        reachable = s.kafka_bootstrap or any(r.state == "up" for r in rows)
+        if reachable and kafka.broker_count(s) > 0:
+            rows[0].topics = kafka.topic_message_counts(s, s.topics.all())
+        return rows
+
+    def is_up(self) -> bool:
+        return all(r.state in ("up", "external") for r in self.status())
+
+
+def _pings(port: int) -> bool:
+    if not port_answers(port):
+        return False
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def status_as_dicts(rows: list[ComponentStatus]) -> list[dict[str, object]]:
+    return [asdict(row) for row in rows]
+
+
+__all__ = ["ComponentStatus", "LocalStack", "StackError", "recorded_kafka_nodes", "status_as_dicts"]

@@ -1,0 +1,78 @@
+"""The local Ray head: ``ray start --head --block`` as a managed process.
+
+With ``--block`` the head's daemons share one process group with the command,
+so stopping it stops them all and nothing else (``ray stop`` would stop every
+Ray instance of the machine). When ``RAY_ADDRESS`` names a cluster, nothing is
+started and that cluster is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from prefloop.settings import Settings
+from prefloop.stack.process import ManagedProcess, port_answers, require_free_port
+
+START_TIMEOUT_S = 90.0
+READY_LINE = "will now block forever"
+
+
+def ray_process(settings: Settings) -> ManagedProcess:
+    return ManagedProcess("ray", settings.home / "run", settings.home / "logs")
+
+
+def ray_binary() -> str:
+    return str(Path(sys.executable).parent / "ray")
+
+
+def head_address(settings: Settings) -> str:
+    """The address drivers pass to ``ray.init``: the configured cluster or the local head."""
+    return settings.ray_address or f"127.0.0.1:{settings.ray_port}"
+
+
+def start_head(settings: Settings) -> int:
+    process = ray_process(settings)
+    require_free_port("Ray's head (GCS)", settings.ray_port, "PREFLOOP_RAY_PORT")
+    argv = [
+        ray_binary(),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={settings.ray_port}",
+        f"--object-store-memory={settings.ray_object_store_mb * 1024 * 1024}",
+        "--disable-usage-stats",
+    ]
+    if settings.ray_dashboard:
+        require_free_port(
+            "Ray's dashboard", settings.ray_dashboard_port, "PREFLOOP_RAY_DASHBOARD_PORT"
+        )
+        argv += [
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={settings.ray_dashboard_port}",
+        ]
+    else:
+        argv += ["--include-dashboard=false"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    pid = process.start(argv, env=env, extra={"port": settings.ray_port})
+    try:
+        process.wait_until(
+            lambda: port_answers(settings.ray_port) and READY_LINE in process.log_tail(40),
+            timeout=START_TIMEOUT_S,
+            what="serving",
+            interval=0.5,
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return pid
+
+
+def ray_version() -> str:
+    from importlib.metadata import version
+
+    return version("ray")
