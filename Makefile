@@ -6,7 +6,7 @@ PY := $(BIN)/python
 KAFKA_LIB := infra/kafka/lib
 export PREFLOOP_KAFKA_LIBS ?= $(CURDIR)/$(KAFKA_LIB)
 
-.PHONY: install jars demo test test-py lint typecheck bench lock clean
+.PHONY: install jars demo test test-py test-js lint typecheck bench lock clean
 
 # The virtual environment: Python packages pinned by requirements.lock. uv does
 # the install; it is itself bootstrapped from PyPI into the environment.
@@ -40,7 +40,11 @@ typecheck: lint
 test-py: install jars
 	$(BIN)/pytest
 
-test: lint test-py
+# the TypeScript SDK: dependencies pinned by its package-lock.json
+test-js:
+	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+test: lint test-js test-py
 
 bench: install jars
 	$(PY) bench/run.py

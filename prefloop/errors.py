@@ -3,7 +3,7 @@
 Every error derives from :class:`PrefloopError`, and its message says what was
 wrong and what to do about it::
 
-    PrefloopError
+    PrefloopError (prefloop_sdk.errors: the SDK's errors derive from it too)
      ├── SettingsError          a PREFLOOP_* variable is unknown or malformed
      ├── StackError             a local component could not start, stop or be reached
      │    ├── MissingToolError  Java or Maven is not installed
@@ -14,9 +14,18 @@ wrong and what to do about it::
 
 from __future__ import annotations
 
+# one root for the platform and the SDK: the SDK, the lower layer, defines it
+from prefloop_sdk.errors import PrefloopError
 
-class PrefloopError(Exception):
-    """Root of every error prefloop raises on purpose."""
+__all__ = [
+    "ClickHouseError",
+    "MissingToolError",
+    "PortInUseError",
+    "PrefloopError",
+    "SettingsError",
+    "StackError",
+    "StoreOwnedError",
+]
 
 
 class SettingsError(PrefloopError):

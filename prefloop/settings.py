@@ -229,7 +229,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if isinstance(field.validation_alias, AliasChoices):
             aliases = [str(a) for a in field.validation_alias.choices]
         for alias in aliases:
-            if alias in env:
+            if env.get(alias, "") != "":  # an empty variable counts as unset
                 values[name] = env[alias]
                 break
     values.update(overrides)

@@ -19,7 +19,7 @@ from prefloop.errors import PrefloopError
 from prefloop.settings import Settings, describe_settings, load_settings
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -44,11 +44,14 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def config(ctx: click.Context) -> None:
-    """Print the effective settings (secrets masked) and what each one means."""
-    table = Table("variable", "value", "meaning", box=None, pad_edge=False)
-    for name, value, meaning in describe_settings(_settings(ctx)):
-        table.add_row(name, value, meaning)
-    console.print(table)
+    """Print the effective settings (secrets masked) as an environment file."""
+    rows = [
+        (f"{name}={value}" if value else f"# {name}=", meaning)
+        for name, value, meaning in describe_settings(_settings(ctx))
+    ]
+    width = max(len(assignment) for assignment, _ in rows)
+    for assignment, meaning in rows:
+        click.echo(f"{assignment:<{width}}  # {meaning}")
 
 
 @cli.command()

@@ -21,10 +21,12 @@ from prefloop.errors import PrefloopError, StackError
 from prefloop.settings import Settings, child_environment
 from prefloop.stack.kafka import KafkaCluster, kafka_version
 from prefloop.stack.process import ManagedProcess, port_answers, require_free_port, stop_all
+from prefloop.stack.ray import STOP_TIMEOUT_S as RAY_STOP_TIMEOUT_S
 from prefloop.stack.ray import head_address, ray_process, ray_version, start_head
 
 OWNER_START_TIMEOUT_S = 60.0
 STACK_FILE = "stack.json"
+STOP_TIMEOUTS_S = {"ray": RAY_STOP_TIMEOUT_S}
 
 
 @dataclass
@@ -64,7 +66,7 @@ class LocalStack:
             self._up_ray(started)
         except BaseException:
             for process in reversed(started):
-                process.stop()
+                process.stop(STOP_TIMEOUTS_S.get(process.name, 30.0))
             raise
         if started:
             (self.settings.home / "run" / STACK_FILE).write_text(
@@ -139,7 +141,8 @@ class LocalStack:
         order = sorted(names, key=lambda n: (n.startswith("kafka"), n))
         kafka_nodes = [n for n in order if n.startswith("kafka")]
         for name in [n for n in order if not n.startswith("kafka")]:
-            if ManagedProcess(name, run, self.settings.home / "logs").stop():
+            timeout = STOP_TIMEOUTS_S.get(name, 30.0)
+            if ManagedProcess(name, run, self.settings.home / "logs").stop(timeout):
                 stopped.append(name)
         stopped += stop_all(
             [ManagedProcess(n, run, self.settings.home / "logs") for n in kafka_nodes]

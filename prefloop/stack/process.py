@@ -21,8 +21,6 @@ from pathlib import Path
 
 from prefloop.errors import PortInUseError, StackError
 
-GROUP_GRACE_S = 5.0
-
 
 def _start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it is gone."""
@@ -162,13 +160,10 @@ class ManagedProcess:
             return False
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        grace = time.monotonic() + GROUP_GRACE_S
-        while time.monotonic() < grace and _group_members(pid):
+        while time.monotonic() < deadline and (pid_alive(pid) or _group_members(pid)):
             time.sleep(0.1)
         # what did not go in time: a hung leader, or daemons that ignore SIGTERM (Ray's)
-        while _alive(pid) or _group_members(pid):
+        while pid_alive(pid) or _group_members(pid):
             _signal_group(pid, signal.SIGKILL)
             time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
@@ -179,7 +174,7 @@ class ManagedProcess:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.05)
 
 
@@ -193,7 +188,7 @@ def stop_all(processes: Sequence[ManagedProcess]) -> list[str]:
     return [p.name for p, was in zip(processes, results, strict=True) if was]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether the process still runs; reaps it first if it is our exited child."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

@@ -16,6 +16,9 @@ from prefloop.settings import Settings
 from prefloop.stack.process import ManagedProcess, port_answers, require_free_port
 
 START_TIMEOUT_S = 90.0
+# `ray start --block` waits ~30 s on SIGTERM for daemons that ignore it; the
+# head keeps no state worth a graceful exit, so after this it is killed.
+STOP_TIMEOUT_S = 5.0
 READY_LINE = "will now block forever"
 
 
@@ -67,7 +70,7 @@ def start_head(settings: Settings) -> int:
             interval=0.5,
         )
     except BaseException:
-        process.stop()
+        process.stop(STOP_TIMEOUT_S)
         raise
     return pid
 

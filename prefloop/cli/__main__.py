@@ -1,0 +1,3 @@
+from prefloop.cli import main
+
+main()
