@@ -139,6 +139,22 @@ class Settings(BaseSettings):
         8124, ge=1, le=65535, description="port of the embedded store's owner (HTTP, 127.0.0.1)"
     )
 
+    # -- HTTP collector ------------------------------------------------------
+    collector_token: SecretStr | None = Field(
+        None, description="bearer token clients must send to the collector (secret); unset: none"
+    )
+    collector_port: Port = Field(8088, ge=1, le=65535, description="port of `prefloop collector`")
+    collector_max_body_kb: int = Field(
+        1024, ge=1, description="largest request body the collector reads, in KiB"
+    )
+    collector_max_events: int = Field(1000, ge=1, description="most events in one collector batch")
+    collector_rate_per_s: float = Field(
+        1000.0, gt=0, description="events per second each key (token or client address) may send"
+    )
+    collector_burst: int = Field(
+        5000, ge=1, description="events a key may send at once above its rate"
+    )
+
     # -- Ray -----------------------------------------------------------------
     ray_address: str | None = Field(
         None,

@@ -165,6 +165,44 @@ def migrate(ctx: click.Context) -> None:
     console.print(f"migrate: applied {', '.join(applied)}" if applied else "migrate: up to date")
 
 
+@cli.group()
+def schemas() -> None:
+    """The event contract's Avro schemas."""
+
+
+@schemas.command("check")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A schemas/ folder to check instead of the bundled one.",
+)
+def schemas_check(directory: str | None) -> None:
+    """Prove full transitive compatibility: every version reads every other's data."""
+    from prefloop_sdk.compatibility import check_compatibility
+
+    console.print(str(check_compatibility(directory)))
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port (default PREFLOOP_COLLECTOR_PORT).")
+@click.pass_context
+def collector(ctx: click.Context, port: int | None) -> None:
+    """Serve the HTTP event collector (POST /v1/events) on 127.0.0.1."""
+    import uvicorn
+
+    from prefloop.serving.collector import Limits, create_collector
+    from prefloop.serving.events import feedback_client
+
+    settings = _settings(ctx)
+    with feedback_client(settings) as client:
+        app = create_collector(client, Limits.from_settings(settings))
+        uvicorn.run(
+            app, host="127.0.0.1", port=port or settings.collector_port, log_level="warning"
+        )
+
+
 @cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
