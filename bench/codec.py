@@ -34,36 +34,51 @@ def per_second(fn: Any, arg: Any) -> float:
     return N / (time.perf_counter() - started)
 
 
+def measure(codec: Any, record_type: str, event: dict[str, Any]) -> dict[str, float]:
+    """Median ops/s of raw and codec encode and decode for one event."""
+    sv = codec.writer(record_type)
+    data = codec.encode(record_type, event)
+    body = data[10:]
+
+    def raw_encode(record: Any) -> bytes:
+        buf = BytesIO()
+        schemaless_writer(buf, sv.write_schema, record)
+        return buf.getvalue()
+
+    def raw_decode(payload: bytes) -> Any:
+        return schemaless_reader(BytesIO(payload), sv.read_schema, None)
+
+    def codec_encode(record: Any) -> bytes:
+        return bytes(codec.encode(record_type, record))
+
+    assert raw_decode(body) == codec.decode(data)[1]
+    samples: dict[str, list[float]] = {k: [] for k in ("re", "ce", "rd", "cd")}
+    for _ in range(ROUNDS):
+        samples["re"].append(per_second(raw_encode, event))
+        samples["ce"].append(per_second(codec_encode, event))
+        samples["rd"].append(per_second(raw_decode, body))
+        samples["cd"].append(per_second(codec.decode, data))
+    return {"size": len(data), **{k: median(v) for k, v in samples.items()}}
+
+
 def main() -> None:
     codec = default_codec()
     vectors = {v["name"]: v for v in json.loads(VECTORS.read_text())["vectors"]}
     rows = []
     for name in CASES:
-        vector = vectors[name]
-        record_type, event = vector["record_type"], vector["event"]
-        sv = codec.writer(record_type)
-        data = codec.encode(record_type, event)
-        body = data[10:]
-        read_schema = sv.read_schema
-
-        def raw_encode(record: Any) -> bytes:
-            buf = BytesIO()
-            schemaless_writer(buf, sv.write_schema, record)
-            return buf.getvalue()
-
-        def raw_decode(payload: bytes) -> Any:
-            return schemaless_reader(BytesIO(payload), read_schema, None)
-
-        assert raw_decode(body) == codec.decode(data)[1]
-        samples: dict[str, list[float]] = {k: [] for k in ("re", "ce", "rd", "cd")}
-        for _ in range(ROUNDS):
-            samples["re"].append(per_second(raw_encode, event))
-            samples["ce"].append(per_second(lambda r: codec.encode(record_type, r), event))
-            samples["rd"].append(per_second(raw_decode, body))
-            samples["cd"].append(per_second(codec.decode, data))
-        m = {k: median(v) for k, v in samples.items()}
-        rows.append((name, len(data), m["re"], m["ce"], m["ce"] / m["re"], m["rd"], m["cd"],
-                     m["cd"] / m["rd"]))
+        m = measure(codec, vectors[name]["record_type"], vectors[name]["event"])
+        rows.append(
+            (
+                name,
+                int(m["size"]),
+                m["re"],
+                m["ce"],
+                m["ce"] / m["re"],
+                m["rd"],
+                m["cd"],
+                m["cd"] / m["rd"],
+            )
+        )
         print(f"  {name}: encode {m['ce'] / m['re']:.2f}x, decode {m['cd'] / m['rd']:.2f}x")
     table = "\n".join(
         f"| {n} | {size} | {re:,.0f} | {ce:,.0f} | **{er:.2f}x** | {rd:,.0f} | {cd:,.0f} | "
