@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefloop.errors import SettingsError
+from prefloop_sdk.events import TOPIC_SUFFIXES
 
 ENV_PREFIX = "PREFLOOP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,27 +29,28 @@ Port = int
 
 @dataclass(frozen=True)
 class Topics:
-    """The Kafka topics of DESIGN.md, named ``<prefix>.<name>``."""
+    """The Kafka topics, ``<prefix>.<suffix>`` with the SDK's suffix for each record type."""
 
     interactions: str
     feedback: str
+    exposures: str
     scores: str
     annotation_tasks: str
+    annotation_results: str
     preferences: str
     model_events: str
     dlq: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
-        return cls(
-            interactions=f"{prefix}.interactions",
-            feedback=f"{prefix}.feedback",
-            scores=f"{prefix}.scores",
-            annotation_tasks=f"{prefix}.annotation-tasks",
-            preferences=f"{prefix}.preferences",
-            model_events=f"{prefix}.model-events",
-            dlq=f"{prefix}.dlq",
-        )
+        names = {
+            suffix.replace("-", "_"): f"{prefix}.{suffix}" for suffix in TOPIC_SUFFIXES.values()
+        }
+        return cls(**names)
+
+    def for_record(self, record_type: str) -> str:
+        """The topic of a record type (``feedback``, ``preference_pair``, ...)."""
+        return str(getattr(self, TOPIC_SUFFIXES[record_type].replace("-", "_")))
 
     def all(self) -> list[str]:
         return list(vars(self).values())
@@ -153,6 +155,9 @@ class Settings(BaseSettings):
     )
     collector_burst: int = Field(
         5000, ge=1, description="events a key may send at once above its rate"
+    )
+    collector_cors_origins: str = Field(
+        "*", description="origins browsers may send events from, comma-separated, or *"
     )
 
     # -- Ray -----------------------------------------------------------------

@@ -7,6 +7,7 @@ a test its own uuid-named set of topics on it.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import tempfile
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefloop import kafka
 from prefloop.settings import Settings, load_settings
@@ -46,6 +48,26 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def http_request(
+    method: str,
+    url: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], str]:
+    """One HTTP request with the standard library: (status, lower-cased headers, text)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path, body=body, headers=headers or {})
+        reply = connection.getresponse()
+        text = reply.read().decode(errors="replace")
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, text
+    finally:
+        connection.close()
 
 
 def isolated_settings(home: Path, **overrides: Any) -> Settings:

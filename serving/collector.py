@@ -12,6 +12,9 @@ a reason each. Replies:
   (``Authorization: Bearer <token>``, or ``?token=`` for ``navigator.sendBeacon``)
 - 413 a body or a batch over the limits; 429 a key over its rate (``Retry-After``)
 
+The body is read as JSON whatever its Content-Type (``sendBeacon`` sends
+text/plain); CORS preflights are answered for the configured origins.
+
 Runnable alone: ``prefloop collector`` (uvicorn); the serving app mounts it.
 """
 
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -51,6 +56,7 @@ class Limits:
     max_events: int = 1000
     rate_per_s: float = 1000.0
     burst: int = 5000
+    cors_origins: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -61,6 +67,7 @@ class Limits:
             max_events=settings.collector_max_events,
             rate_per_s=settings.collector_rate_per_s,
             burst=settings.collector_burst,
+            cors_origins=tuple(o.strip() for o in settings.collector_cors_origins.split(",")),
         )
 
 
@@ -129,11 +136,22 @@ def create_collector(emitter: Emitter, limits: Limits | None = None) -> Starlett
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    # browsers on other origins preflight the POST (it carries Authorization); the SDK
+    # reads Retry-After, which a cross-origin page sees only when it is exposed
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(limits.cors_origins),
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],
+        max_age=600,
+    )
     return Starlette(
         routes=[
             Route("/v1/events", events, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
-        ]
+        ],
+        middleware=[cors],
     )
 
 

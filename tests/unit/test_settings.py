@@ -11,7 +11,8 @@ def test_defaults_describe_a_local_single_node_stack() -> None:
     assert settings.bootstrap_servers == "127.0.0.1:9092"
     assert settings.replication_factor == 1
     assert settings.topics.interactions == "prefloop.interactions"
-    assert len(settings.topics.all()) == 7
+    assert len(settings.topics.all()) == 9
+    assert settings.topics.for_record("preference_pair") == "prefloop.preferences"
     assert settings.home.is_absolute()
 
 
