@@ -11,14 +11,18 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect
+from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
 from prefloop.stack.local import LocalStack
 from prefloop.stack.ray import head_address
+from prefloop_sdk import decode
 
 
 def run_demo(settings: Settings, console: Console) -> None:
@@ -29,6 +33,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"  up in {time.monotonic() - t0:.1f} s")
     try:
         record = _kafka_round_trip(settings, console)
+        _sdk_events(settings, console)
         _clickhouse_round_trip(settings, console, record)
         _ray_task(settings, console, record)
     finally:
@@ -85,8 +90,84 @@ def _kafka_round_trip(settings: Settings, console: Console) -> dict[str, object]
     raise RuntimeError(f"the event sent to {topic} did not come back within 30 s")
 
 
+def _sdk_events(settings: Settings, console: Console) -> None:
+    """A chat with every kind of signal, through the SDK, read back decoded from Kafka."""
+    console.rule("[bold]3. the SDK: an interaction and every kind of feedback, as Avro")
+    conversation = f"demo-{uuid.uuid4().hex[:8]}"
+    prompt = [{"role": "user", "content": "Explain quantum computing in one line"}]
+    with feedback_client(settings, name="demo") as client:
+        first = client.interaction(
+            user_id="u_demo",
+            conversation_id=conversation,
+            turn=0,
+            messages=prompt,
+            response="It is magic.",
+            model_version="base",
+            latency_ms=210,
+            prompt_tokens=9,
+            completion_tokens=4,
+        )
+        client.regenerate(first)
+        second = client.interaction(
+            user_id="u_demo",
+            conversation_id=conversation,
+            turn=0,
+            messages=prompt,
+            response="Qubits in superposition let some problems be solved faster.",
+            model_version="base",
+            latency_ms=250,
+            prompt_tokens=9,
+            completion_tokens=11,
+            regenerates=first.response_id,
+        )
+        client.copy(second)
+        client.rate(second, 5)
+        client.thumbs(second, 1)
+        client.continue_(second)
+        client.edit(second, "Qubits in superposition speed up some problems.")
+        client.report(first, "unhelpful")
+        client.comment(second, "much better")
+        client.session_end(second, 340)
+        client.flush(30)
+        stats = client.stats
+    topics = [settings.topics.interactions, settings.topics.feedback]
+    events = _read_conversation(settings, topics, conversation, expected=11)
+    table = Table("topic", "type", "what", box=None)
+    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=48)
+    for topic, record_type, record in events:
+        if record_type == "interaction":
+            what = f"turn {record['turn']}" + (" (regenerated)" if record["regenerates"] else "")
+            detail = record["response"]
+        else:
+            value = "" if record["value"] is None else f" {record['value']:g}"
+            what, detail = f"{record['kind']}{value}", record["text"] or ""
+        table.add_row(topic, record_type, what, str(detail))
+    console.print(table)
+    console.print(f"  SDK counters: {stats}")
+
+
+def _read_conversation(
+    settings: Settings, topics: list[str], conversation: str, expected: int
+) -> list[tuple[str, str, dict[str, Any]]]:
+    consumer = kafka.consumer(settings, group_id=f"prefloop-demo-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe(topics)
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() or message.key() != conversation.encode():
+                continue
+            record_type, record = decode(message.value())
+            found.append((str(message.topic()), str(record_type), record))
+    finally:
+        consumer.close()
+    found.sort(key=lambda item: item[2]["ts"])
+    return found
+
+
 def _clickhouse_round_trip(settings: Settings, console: Console, record: dict[str, object]) -> None:
-    console.rule("[bold]3. the event into ClickHouse and back")
+    console.rule("[bold]4. the event into ClickHouse and back")
     client = connect(settings)
     client.insert(
         "raw_events",
@@ -114,7 +195,7 @@ def _clickhouse_round_trip(settings: Settings, console: Console, record: dict[st
 def _ray_task(settings: Settings, console: Console, record: dict[str, object]) -> None:
     import ray
 
-    console.rule("[bold]4. a Ray task")
+    console.rule("[bold]5. a Ray task")
     ray.init(address=head_address(settings), logging_level=logging.ERROR, log_to_driver=False)
     try:
 
