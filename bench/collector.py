@@ -23,7 +23,7 @@ from common import median, write_section
 from prefloop import kafka
 from prefloop.settings import child_environment
 from prefloop.testing import fresh_topics, local_kafka
-from prefloop_sdk import FeedbackClient
+from prefloop_sdk import FeedbackClient, InteractionIds
 
 BATCH = 100
 BATCHES = int(os.environ.get("BENCH_COLLECTOR_BATCHES", "300"))
@@ -33,10 +33,19 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 def batch_body(start: int) -> bytes:
     events = [
-        {"type": "feedback", "data": {
-            "event_id": str(uuid.uuid4()), "ts": 1767225600000 + i, "kind": "THUMBS",
-            "interaction_id": f"i-{i}", "response_id": f"r-{i}", "conversation_id": f"c-{i % 97}",
-            "user_id": "u-1", "value": 1}}
+        {
+            "type": "feedback",
+            "data": {
+                "event_id": str(uuid.uuid4()),
+                "ts": 1767225600000 + i,
+                "kind": "THUMBS",
+                "interaction_id": f"i-{i}",
+                "response_id": f"r-{i}",
+                "conversation_id": f"c-{i % 97}",
+                "user_id": "u-1",
+                "value": 1,
+            },
+        }
         for i in range(start, start + BATCH)
     ]
     return json.dumps({"events": events}).encode()
@@ -54,9 +63,11 @@ def post_all(port: int, bodies: list[bytes]) -> None:
 
 def collector_rate(settings: kafka.Settings, home: str) -> float:
     port = 20000 + os.getpid() % 10000
-    env = child_environment(settings.with_overrides(home=home, collector_port=port,
-                                                    collector_rate_per_s=1e9,
-                                                    collector_burst=10**9))
+    env = child_environment(
+        settings.with_overrides(
+            home=home, collector_port=port, collector_rate_per_s=1e9, collector_burst=10**9
+        )
+    )
     server = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "collector"], env=env)
     try:
         deadline = time.monotonic() + 60
@@ -82,16 +93,20 @@ def collector_rate(settings: kafka.Settings, home: str) -> float:
 
 def sdk_rate(settings: kafka.Settings) -> float:
     with tempfile.TemporaryDirectory() as spool:
-        client = FeedbackClient(settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
-                                spool_dir=spool)
+        client = FeedbackClient(
+            settings.bootstrap_servers, topic_prefix=settings.topic_prefix, spool_dir=spool
+        )
         started = time.perf_counter()
         for i in range(BATCHES * BATCH):
-            client.thumbs(user_id="u-1", conversation_id=f"c-{i % 97}", interaction_id=f"i-{i}",
-                          response_id=f"r-{i}", value=1)
+            client.thumbs(InteractionIds(f"i-{i}", f"r-{i}", f"c-{i % 97}", "u-1"), 1)
         client.flush(120)
         elapsed = time.perf_counter() - started
         client.close()
     return BATCHES * BATCH / elapsed
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:,.0f}" for v in values)
 
 
 def main() -> None:
@@ -110,8 +125,8 @@ machine's 2 cores serve the clients, the collector and the broker.
 
 | path | median events/s | runs |
 |---|---|---|
-| HTTP collector, 100-event JSON batches | {median(http_rates):,.0f} | {", ".join(f"{v:,.0f}" for v in http_rates)} |
-| the SDK emitting the same events directly | {median(sdk_rates):,.0f} | {", ".join(f"{v:,.0f}" for v in sdk_rates)} |
+| HTTP collector, 100-event JSON batches | {median(http_rates):,.0f} | {_runs(http_rates)} |
+| the SDK emitting the same events directly | {median(sdk_rates):,.0f} | {_runs(sdk_rates)} |
 
 The collector parses JSON, checks every event against its schema and produces it through the
 SDK: {median(http_rates) / median(sdk_rates):.2f}x the direct SDK rate.

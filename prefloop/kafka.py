@@ -40,6 +40,9 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
         "acks": "all",
         "compression.type": "lz4",
         "linger.ms": 5,
+        # the partitioner of Java clients, aiokafka and Faust (librdkafka defaults to CRC32):
+        # one key lands in one partition whoever writes it, so co-partitioning holds
+        "partitioner": "murmur2_random",
     }
     config.update(overrides)
     return Producer(config)

@@ -9,6 +9,9 @@
 >>> decode(data)[1]["bucket"]
 7
 
+``FeedbackClient`` emits interactions and feedback to Kafka through a durable local
+spool (``AsyncFeedbackClient`` for asyncio back ends); see ``prefloop_sdk.client``.
+
 ``RegistryCodec`` (the Confluent wire format) is imported on first use: it needs the
 ``registry`` extra.
 """
@@ -17,22 +20,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .aio import AsyncFeedbackClient
 from .catalog import MAGIC, RecordType, SchemaCatalog, SchemaVersion, bundled_catalog
+from .client import Durability, FeedbackClient, default_spool_dir
 from .codec import Codec, EventCodec, decode, default_codec, encode
 from .compatibility import CompatibilityReport, check_compatibility
 from .errors import (
+    ClientClosedError,
+    ClientConfigError,
+    ClientError,
     CorruptEventError,
     DecodeError,
     EncodeError,
+    InvalidEventError,
     InvalidRecordError,
+    MissingFieldError,
     NotSingleObjectError,
+    OutOfRangeError,
     PrefloopError,
     RegistryError,
     SchemaCompatibilityError,
     SchemaError,
+    SpoolError,
+    UnknownFeedbackKindError,
     UnknownFingerprintError,
     UnknownRecordTypeError,
+    WrongTypeError,
 )
+from .events import TOPIC_SUFFIXES, FeedbackKind, InteractionIds
+from .ids import new_id
+from .stats import ClientStats
 
 if TYPE_CHECKING:
     from .registry import RegistryCodec
@@ -41,14 +58,27 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAGIC",
+    "TOPIC_SUFFIXES",
+    "AsyncFeedbackClient",
+    "ClientClosedError",
+    "ClientConfigError",
+    "ClientError",
+    "ClientStats",
     "Codec",
     "CompatibilityReport",
     "CorruptEventError",
     "DecodeError",
+    "Durability",
     "EncodeError",
     "EventCodec",
+    "FeedbackClient",
+    "FeedbackKind",
+    "InteractionIds",
+    "InvalidEventError",
     "InvalidRecordError",
+    "MissingFieldError",
     "NotSingleObjectError",
+    "OutOfRangeError",
     "PrefloopError",
     "RecordType",
     "RegistryCodec",
@@ -57,13 +87,18 @@ __all__ = [
     "SchemaCompatibilityError",
     "SchemaError",
     "SchemaVersion",
+    "SpoolError",
+    "UnknownFeedbackKindError",
     "UnknownFingerprintError",
     "UnknownRecordTypeError",
+    "WrongTypeError",
     "bundled_catalog",
     "check_compatibility",
     "decode",
     "default_codec",
+    "default_spool_dir",
     "encode",
+    "new_id",
     "open_codec",
 ]
 

@@ -12,7 +12,19 @@
     │   ├── NotSingleObjectError     wrong magic: not Avro single-object encoded
     │   ├── UnknownFingerprintError  no bundled schema has the writer's fingerprint
     │   └── CorruptEventError        truncated body, trailing bytes, garbage
-    └── RegistryError                the Confluent schema registry path failed
+    ├── RegistryError                the Confluent schema registry path failed
+    ├── InvalidEventError            a FeedbackClient call got a bad argument (API misuse)
+    │   ├── MissingFieldError        a required id or field is missing or empty
+    │   ├── WrongTypeError           an argument has the wrong type
+    │   ├── OutOfRangeError          a number outside its range (rating 1..5, thumbs +1/-1)
+    │   └── UnknownFeedbackKindError a feedback kind the schema does not have
+    └── ClientError                  the FeedbackClient itself cannot be used
+        ├── ClientClosedError        an event was emitted after close()
+        ├── ClientConfigError        librdkafka refused the producer settings
+        └── SpoolError               the spool directory cannot be used
+
+Delivery problems (broker down, timeouts) are never raised from the emit path: the
+client logs a warning once, keeps events in its spool and counts what it drops.
 
 ``PrefloopError`` lives here, in the lowest layer, so that the ``prefloop``
 package and the SDK share one root.
@@ -21,17 +33,26 @@ package and the SDK share one root.
 from __future__ import annotations
 
 __all__ = [
+    "ClientClosedError",
+    "ClientConfigError",
+    "ClientError",
     "CorruptEventError",
     "DecodeError",
     "EncodeError",
+    "InvalidEventError",
     "InvalidRecordError",
+    "MissingFieldError",
     "NotSingleObjectError",
+    "OutOfRangeError",
     "PrefloopError",
     "RegistryError",
     "SchemaCompatibilityError",
     "SchemaError",
+    "SpoolError",
+    "UnknownFeedbackKindError",
     "UnknownFingerprintError",
     "UnknownRecordTypeError",
+    "WrongTypeError",
 ]
 
 
@@ -162,3 +183,82 @@ class CorruptEventError(DecodeError):
 
 class RegistryError(PrefloopError):
     """The Confluent schema registry could not be used: extra missing, unreachable, id unknown."""
+
+
+class InvalidEventError(PrefloopError, ValueError):
+    """A ``FeedbackClient`` call got an argument it cannot turn into an event.
+
+    ``field`` names the argument, ``value`` is what was given. These are explicit API
+    misuse, so they raise at the call, unlike delivery problems, which never do.
+    """
+
+    def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} {problem}: {fix}")
+
+
+class MissingFieldError(InvalidEventError):
+    """A required id or field is missing, None or empty."""
+
+    def __init__(self, field: str, value: object = None) -> None:
+        shown = "is missing" if value is None else f"is empty ({value!r})"
+        super().__init__(
+            field, value, shown, f"pass a non-empty {field} (events are joined and keyed by it)"
+        )
+
+
+class WrongTypeError(InvalidEventError, TypeError):
+    """An argument has the wrong type (``expected`` says which)."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.expected = expected
+        text = repr(value)
+        if len(text) > 40:
+            text = text[:37] + "..."
+        super().__init__(
+            field, value, f"is {text} ({type(value).__name__})", f"expected {expected}"
+        )
+
+
+class OutOfRangeError(InvalidEventError):
+    """A number outside its allowed range (a rating outside 1..5, a thumb that is not +-1)."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.allowed = allowed
+        super().__init__(field, value, f"is {value!r}", f"expected {allowed}")
+
+
+class UnknownFeedbackKindError(InvalidEventError):
+    """A feedback kind the Feedback schema does not have."""
+
+    def __init__(self, value: object, known: list[str]) -> None:
+        self.known = list(known)
+        super().__init__(
+            "kind",
+            value,
+            f"{value!r} is not a feedback kind",
+            f"use one of {', '.join(known)} (or the matching FeedbackClient method)",
+        )
+
+
+class ClientError(PrefloopError):
+    """The ``FeedbackClient`` itself cannot be used as configured or in its current state."""
+
+
+class ClientClosedError(ClientError, RuntimeError):
+    """An event was emitted through a client after ``close()``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the FeedbackClient is closed: emit before close(), or create a new client "
+            "(a new client over the same spool_dir re-sends whatever was left undelivered)"
+        )
+
+
+class ClientConfigError(ClientError, ValueError):
+    """librdkafka refused the producer settings (``producer_config``)."""
+
+
+class SpoolError(ClientError, OSError):
+    """The spool directory cannot be created, locked, read or written at start."""

@@ -6,8 +6,10 @@ import doctest
 from datetime import UTC, datetime
 from typing import Any
 
-import prefloop_sdk
 import pytest
+from sdk_helpers import load_vectors
+
+import prefloop_sdk
 from prefloop_sdk import (
     Codec,
     CorruptEventError,
@@ -21,7 +23,6 @@ from prefloop_sdk import (
     encode,
 )
 from prefloop_sdk.compatibility import sample_records
-from sdk_helpers import load_vectors
 
 EXPOSURE: dict[str, Any] = {
     "exposure_id": "x-1",

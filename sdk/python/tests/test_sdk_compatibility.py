@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from sdk_helpers import WIDGET_V1, catalog, widget_v2
+
 from prefloop_sdk import RecordType, SchemaCompatibilityError, SchemaError, check_compatibility
 from prefloop_sdk.compatibility import sample_records
-from sdk_helpers import WIDGET_V1, catalog, widget_v2
 
 
 def test_bundled_schemas_are_compatible() -> None:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from prefloop_sdk import Codec, SchemaCatalog, UnknownFingerprintError
 from sdk_helpers import WIDGET_V1, catalog, widget_v2
+
+from prefloop_sdk import Codec, SchemaCatalog, UnknownFingerprintError
 
 OLD = {"widget_id": "w-1", "kind": "LARGE", "note": None}
 NEW = {"widget_id": "w-2", "kind": "HUGE", "note": "n", "size": 9}

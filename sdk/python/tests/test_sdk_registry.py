@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from sdk_helpers import WIDGET_V1, catalog, widget_v2
+
 from prefloop_sdk import Codec, RegistryError, encode, open_codec
 from prefloop_sdk.registry import RegistryCodec
-from sdk_helpers import WIDGET_V1, catalog, widget_v2
 
 EXPOSURE: dict[str, Any] = {
     "exposure_id": "x-1",

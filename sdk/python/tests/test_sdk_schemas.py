@@ -6,9 +6,10 @@ import json
 import re
 from typing import Any
 
+from sdk_helpers import REPO
+
 from prefloop_sdk import RecordType, bundled_catalog
 from prefloop_sdk.catalog import bundled_schema_dir
-from sdk_helpers import REPO
 
 SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 

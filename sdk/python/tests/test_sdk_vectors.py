@@ -7,10 +7,11 @@ import subprocess
 import sys
 from types import ModuleType
 
-import prefloop_sdk
 import pytest
-from prefloop_sdk import Codec, RecordType, bundled_catalog
 from sdk_helpers import REPO, load_vectors
+
+import prefloop_sdk
+from prefloop_sdk import Codec, RecordType, bundled_catalog
 
 GENERATOR = REPO / "schemas" / "vectors" / "generate.py"
 

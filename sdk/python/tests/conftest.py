@@ -1,0 +1,37 @@
+"""Fixtures of the SDK's client tests: one real Kafka broker for the session.
+
+The broker comes from ``prefloop.testing.local_kafka`` (the SDK itself never imports
+``prefloop``; its tests may). Each test gets its own uuid-named topics, the
+exposures topic included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefloop import kafka
+from prefloop.settings import Settings
+from prefloop.testing import fresh_topics, local_kafka
+
+
+@pytest.fixture(scope="session")
+def sdk_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real single-node KRaft broker for the SDK tests, on free ports."""
+    with local_kafka(home=tmp_path_factory.mktemp("sdk-kafka")) as settings:
+        yield settings
+
+
+@pytest.fixture
+def sdk_topics(sdk_kafka: Settings) -> Settings:
+    """The session broker with this test's own topics (``<prefix>.exposures`` too)."""
+    settings = fresh_topics(sdk_kafka)
+    kafka.ensure_topics(settings, [f"{settings.topic_prefix}.exposures"])
+    return settings
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
