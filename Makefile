@@ -6,7 +6,7 @@ PY := $(BIN)/python
 KAFKA_LIB := infra/kafka/lib
 export PREFLOOP_KAFKA_LIBS ?= $(CURDIR)/$(KAFKA_LIB)
 
-.PHONY: install jars demo test test-py test-js lint typecheck bench lock clean
+.PHONY: install jars browser demo test test-py test-js lint typecheck bench lock clean
 
 # The virtual environment: Python packages pinned by requirements.lock. uv does
 # the install; it is itself bootstrapped from PyPI into the environment.
@@ -37,7 +37,12 @@ lint: install
 
 typecheck: lint
 
-test-py: install jars
+# Chromium runs the README's browser example in the e2e tests
+browser:
+	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test-py: install jars browser
 	$(BIN)/pytest
 
 # the TypeScript SDK: dependencies pinned by its package-lock.json

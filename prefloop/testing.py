@@ -59,7 +59,9 @@ def http_request(
 ) -> tuple[int, dict[str, str], str]:
     """One HTTP request with the standard library: (status, lower-cased headers, text)."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+    )
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request(method, path, body=body, headers=headers or {})
