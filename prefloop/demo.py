@@ -158,7 +158,7 @@ def _read_conversation(
             message = consumer.poll(0.5)
             if message is None or message.error() or message.key() != conversation.encode():
                 continue
-            record_type, record = decode(message.value())
+            record_type, record = decode(message.value() or b"")
             found.append((str(message.topic()), str(record_type), record))
     finally:
         consumer.close()
