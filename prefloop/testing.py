@@ -109,3 +109,36 @@ def fresh_topics(settings: Settings, **overrides: Any) -> Settings:
     scoped = settings.with_overrides(topic_prefix=f"t-{uuid.uuid4().hex[:12]}", **overrides)
     kafka.ensure_topics(scoped)
     return scoped
+
+
+def tiny_model(
+    directory: str | Path,
+    *,
+    vocab_size: int = 1024,
+    hidden_size: int = 128,
+    layers: int = 4,
+    heads: int | None = None,
+    intermediate_size: int | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Path:
+    """A random-weight Llama (about 1 M parameters by default) and its tokenizer in ``directory``.
+
+    Built offline in well under a second once transformers is imported, and
+    reused when ``directory`` already holds one built with the same arguments;
+    load it with ``from_pretrained(directory)`` or ``TransformersBackend``.
+    The builder lives in ``prefloop.serving.backends.tiny``, which needs only
+    torch, transformers and tokenizers (GPU hosts import it from there).
+    """
+    from prefloop.serving.backends.tiny import tiny_model as build
+
+    return build(
+        directory,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        layers=layers,
+        heads=heads,
+        intermediate_size=intermediate_size,
+        dtype=dtype,
+        seed=seed,
+    )
