@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("batch", "single", "repeat")
+PHASES = ("batch", "single", "repeat", "raw")
 # prefloop dependencies a GPU host does not have: none of them may be loaded here
 ABSENT_ON_GPU_HOSTS = (
     "confluent_kafka",
@@ -123,8 +123,10 @@ class Replica:
             max_batch_size=self.options["batch"],
         )
         seconds = time.perf_counter() - started
-        # warm-up: kernels, allocator and caches, outside the measured runs
-        self.backend.generate(self.requests(self.options["batch"], 4))
+        # warm-up at the measured shapes (kernels, allocator, caches), outside the runs
+        self.backend.generate(self.requests(self.options["batch"], self.options["tokens"]))
+        self.backend.generate(self.requests(1, self.options["tokens"]))
+        self.raw_generate()
         if torch.cuda.is_available() and self.options["device"] != "cpu":
             torch.cuda.reset_peak_memory_stats()
         return seconds
@@ -134,9 +136,43 @@ class Replica:
 
         return [GenerationRequest(chat, max_tokens=tokens) for chat in prompts(count)]
 
+    def raw_generate(self) -> int:
+        """The baseline: the same batch through transformers' own generate, no back end."""
+        model, tokenizer = self.backend._model, self.backend._tokenizer
+        tokenizer.padding_side = "left"
+        texts = [
+            tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in prompts(self.options["batch"])
+        ]
+        batch = tokenizer(texts, return_tensors="pt", padding=True).to(model.device)
+        out = model.generate(
+            **batch,
+            max_new_tokens=self.options["tokens"],
+            min_new_tokens=self.options["tokens"],
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return int((out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0])
+
     def run(self, phase: str) -> dict[str, Any]:
         import torch
 
+        if phase == "raw":
+            start, clock = time.time(), time.perf_counter()
+            tokens = self.raw_generate()
+            seconds = time.perf_counter() - clock
+            return {
+                "rank": self.rank,
+                "phase": phase,
+                "start": start,
+                "end": start + seconds,
+                "seconds": seconds,
+                "tokens": tokens,
+                "peak_mib": None,
+                "repeat_identical": True,
+                "single_is_batch_row": True,
+                "unexpected_modules": unexpected_modules(self.preloaded),
+            }
         count = 1 if phase == "single" else self.options["batch"]
         requests = self.requests(count, self.options["tokens"])
         start, clock = time.time(), time.perf_counter()
@@ -284,19 +320,19 @@ def report(rows: list[dict[str, Any]], header: list[str]) -> str:
         return "yes" if flag else "NO"
 
     table = [
-        "| replica | load s | batch tokens | batch s | batch tokens/s | single tokens/s "
-        "| peak GPU MiB | repeat identical | single = batch row 0 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| replica | load s | batch tokens | batch s | batch tokens/s | raw generate tokens/s "
+        "| single tokens/s | peak GPU MiB | repeat identical | single = batch row 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rank in (0, 1):
-        batch, single, repeat = (by[(rank, p)] for p in PHASES)
+        batch, single, repeat, raw = (by[(rank, p)] for p in PHASES)
         table.append(
             f"| {rank} | {batch['load_s']:.1f} | {batch['tokens']} | {batch['seconds']:.2f} "
-            f"| {rate(batch)} | {rate(single)} | {mib(repeat['peak_mib'])} "
+            f"| {rate(batch)} | {rate(raw)} | {rate(single)} | {mib(repeat['peak_mib'])} "
             f"| {yes(repeat['repeat_identical'])} | {yes(repeat['single_is_batch_row'])} |"
         )
     total = {}
-    for phase in ("batch", "single"):
+    for phase in ("batch", "single", "raw"):
         both = [by[(rank, phase)] for rank in (0, 1)]
         window = max(r["end"] for r in both) - min(r["start"] for r in both)
         total[phase] = (sum(r["tokens"] for r in both), window)
@@ -304,6 +340,7 @@ def report(rows: list[dict[str, Any]], header: list[str]) -> str:
     table.append(
         f"| both, concurrently | | {total['batch'][0]} | {total['batch'][1]:.2f} "
         f"| {total['batch'][0] / total['batch'][1]:,.0f} "
+        f"| {total['raw'][0] / total['raw'][1]:,.0f} "
         f"| {total['single'][0] / total['single'][1]:,.0f} "
         f"| {mib(None if None in peaks else sum(peaks))} | | |"
     )
