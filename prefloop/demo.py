@@ -7,7 +7,6 @@ and brought down again at the end; a stack that was already up is left up.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from prefloop.clickhouse.client import connect
 from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
 from prefloop.stack.local import LocalStack
+from prefloop.stack.ray import connect as connect_ray
 from prefloop.stack.ray import head_address
 from prefloop_sdk import decode
 
@@ -196,7 +196,7 @@ def _ray_task(settings: Settings, console: Console, record: dict[str, object]) -
     import ray
 
     console.rule("[bold]5. a Ray task")
-    ray.init(address=head_address(settings), logging_level=logging.ERROR, log_to_driver=False)
+    connect_ray(settings)
     try:
 
         @ray.remote

@@ -4,11 +4,17 @@ With ``--block`` the head's daemons share one process group with the command,
 so stopping it stops them all and nothing else (``ray stop`` would stop every
 Ray instance of the machine). When ``RAY_ADDRESS`` names a cluster, nothing is
 started and that cluster is used.
+
+Ray's GCS listens on every interface whatever ``--node-ip-address`` says, so
+the local head always runs with token authentication, its token under
+``$PREFLOOP_HOME/ray/auth_token``; :func:`connect` makes a driver present it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -28,6 +34,40 @@ def ray_process(settings: Settings) -> ManagedProcess:
 
 def ray_binary() -> str:
     return str(Path(sys.executable).parent / "ray")
+
+
+def token_path(settings: Settings) -> Path:
+    return settings.home / "ray" / "auth_token"
+
+
+def auth_environment(settings: Settings) -> dict[str, str]:
+    """The variables Ray reads to authenticate against the local head (written on first use)."""
+    path = token_path(settings)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+
+
+def connect(settings: Settings) -> None:
+    """``ray.init`` on the configured cluster, or on the local head with its token.
+
+    Ray reads its authentication settings from the environment, so for the local
+    head this sets them in this process (and so in its children).
+    """
+    import ray
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    if not settings.ray_address:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ.update(auth_environment(settings))
+        # Ray caches its auth mode and token at import: refresh both, as Ray's own
+        # authentication test helpers do, so a process that imported ray earlier sees them
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    ray.init(address=head_address(settings), logging_level=logging.ERROR, log_to_driver=False)
 
 
 def head_address(settings: Settings) -> str:
@@ -59,8 +99,9 @@ def start_head(settings: Settings) -> int:
         ]
     else:
         argv += ["--include-dashboard=false"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth_environment(settings)}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
     pid = process.start(argv, env=env, extra={"port": settings.ray_port})
     try:
         process.wait_until(

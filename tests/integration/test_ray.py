@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import ray
 
 from prefloop.stack.process import _group_members, port_is_free
-from prefloop.stack.ray import STOP_TIMEOUT_S, head_address, ray_process, start_head
+from prefloop.stack.ray import STOP_TIMEOUT_S, connect, ray_process, start_head, token_path
 from prefloop.testing import isolated_settings
 
 
@@ -17,7 +16,7 @@ def test_a_task_runs_on_the_local_head_and_stop_leaves_nothing(tmp_path: Path) -
     pid = start_head(settings)
     process = ray_process(settings)
     try:
-        ray.init(address=head_address(settings), logging_level=logging.ERROR, log_to_driver=False)
+        connect(settings)
 
         @ray.remote
         def square(x: int) -> int:
@@ -26,6 +25,7 @@ def test_a_task_runs_on_the_local_head_and_stop_leaves_nothing(tmp_path: Path) -
         assert ray.get([square.remote(i) for i in range(10)], timeout=120) == [
             i * i for i in range(10)
         ]
+        assert token_path(settings).stat().st_mode & 0o077 == 0  # the token is private
         resources = ray.cluster_resources()
         assert resources["object_store_memory"] == 128 * 1024 * 1024
     finally:

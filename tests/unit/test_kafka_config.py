@@ -40,10 +40,10 @@ def test_three_nodes_replicate_three_times_with_two_in_sync(tmp_path: Path) -> N
     assert settings.replication_factor == 3
 
 
-def test_cluster_ids_are_kafka_uuids() -> None:
-    ids = {new_cluster_id() for _ in range(10)}
-    assert len(ids) == 10
-    assert all(len(i) == 22 and "=" not in i for i in ids)
+def test_cluster_ids_are_kafka_uuids_that_no_command_line_takes_for_an_option() -> None:
+    ids = {new_cluster_id() for _ in range(2000)}  # about 1 in 64 raw ids starts with '-'
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and "=" not in i and not i.startswith("-") for i in ids)
 
 
 def test_a_folder_without_jars_is_named(tmp_path: Path) -> None:

@@ -7,21 +7,19 @@ exposures topic included.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prefloop import kafka
 from prefloop.settings import Settings
-from prefloop.testing import fresh_topics, local_kafka
+from prefloop.testing import fresh_topics
 
 
 @pytest.fixture(scope="session")
-def sdk_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A real single-node KRaft broker for the SDK tests, on free ports."""
-    with local_kafka(home=tmp_path_factory.mktemp("sdk-kafka")) as settings:
-        yield settings
+def sdk_kafka(kafka_settings: Settings) -> Settings:
+    """The session's real KRaft broker (the repository's conftest.py starts it)."""
+    return kafka_settings
 
 
 @pytest.fixture

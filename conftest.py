@@ -1,0 +1,36 @@
+"""What every test tree (tests/, sdk/python/tests/) shares: markers and one real broker.
+
+Tests are marked by their folder (unit, integration, e2e); an SDK test is an
+integration test when it uses the broker. Integration tests run against a real
+Kafka broker started here: a missing Java or Maven fails them, never skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefloop.settings import Settings
+from prefloop.testing import local_kafka
+
+ROOT = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).resolve().relative_to(ROOT).parts
+        for marker in ("unit", "integration", "e2e"):
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+        if parts[:1] == ("sdk",):
+            uses_broker = "kafka_settings" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.integration if uses_broker else pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real single-node KRaft broker for the whole session, on free ports."""
+    with local_kafka(home=tmp_path_factory.mktemp("kafka-home")) as settings:
+        yield settings
