@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError
 
@@ -12,6 +13,13 @@ from prefloop import kafka
 from prefloop.settings import Settings
 from prefloop.stack.kafka import KafkaCluster
 from prefloop.testing import fresh_topics, local_kafka
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.1)
 
 
 def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 60) -> list[bytes]:
@@ -79,11 +87,12 @@ def test_three_node_cluster_loses_no_acknowledged_record_when_a_broker_dies() ->
         writer = threading.Thread(target=produce_forever)
         writer.start()
         try:
-            time.sleep(2)
+            # a fresh cluster takes a while to hand out producer ids: wait for real acks
+            wait_for(lambda: len(acked) >= 200, 90, "acknowledgements before the kill")
             victim = KafkaCluster(settings).nodes[1]
             victim.process.kill()  # SIGKILL: no controlled shutdown
             killed_at = len(acked)
-            time.sleep(6)
+            wait_for(lambda: len(acked) >= killed_at + 500, 90, "acknowledgements after the kill")
         finally:
             stop.set()
             writer.join()

@@ -181,7 +181,10 @@ def test_emitting_with_no_broker_is_quick_and_never_raises(tmp_path: Path) -> No
         ids = client.interaction(**{**TURN, "turn": i})
         client.rate(ids, 1 + i % 5)
     elapsed = time.perf_counter() - started
-    assert elapsed < 2.0  # ~4000 events; nothing waits on the network
+    # ~4000 events in well under a second on an idle box; waiting on the unreachable
+    # broker even once would cost librdkafka's socket timeout (60 s): a loose bound
+    # tells the two apart without timing the machine
+    assert elapsed < 30.0
     assert client.flush(0.2) > 0  # flush gives up in time, and says so
     stats = client.stats
     assert stats.emitted == 4000 and stats.delivered == 0 and stats.dropped == 0
