@@ -2,7 +2,9 @@
 
 ``local_kafka`` starts a real Kafka broker (or a KRaft cluster) in a temporary
 state directory on free ports and stops it afterwards; ``fresh_topics`` gives
-a test its own uuid-named set of topics on it.
+a test its own uuid-named set of topics on it; ``tiny_model`` builds a small
+random-weight model and its tokenizer offline (re-exported from
+``prefloop.serving.backends.tiny``, which GPU hosts import directly).
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prefloop import kafka
+from prefloop.serving.backends.tiny import tiny_model
 from prefloop.settings import Settings, load_settings
 from prefloop.stack.kafka import KafkaCluster
+
+__all__ = [
+    "free_port",
+    "free_port_block",
+    "fresh_topics",
+    "http_request",
+    "isolated_settings",
+    "local_kafka",
+    "tiny_model",
+]
 
 
 def free_port() -> int:
@@ -109,36 +122,3 @@ def fresh_topics(settings: Settings, **overrides: Any) -> Settings:
     scoped = settings.with_overrides(topic_prefix=f"t-{uuid.uuid4().hex[:12]}", **overrides)
     kafka.ensure_topics(scoped)
     return scoped
-
-
-def tiny_model(
-    directory: str | Path,
-    *,
-    vocab_size: int = 1024,
-    hidden_size: int = 128,
-    layers: int = 4,
-    heads: int | None = None,
-    intermediate_size: int | None = None,
-    dtype: str = "float32",
-    seed: int = 0,
-) -> Path:
-    """A random-weight Llama (about 1 M parameters by default) and its tokenizer in ``directory``.
-
-    Built offline in well under a second once transformers is imported, and
-    reused when ``directory`` already holds one built with the same arguments;
-    load it with ``from_pretrained(directory)`` or ``TransformersBackend``.
-    The builder lives in ``prefloop.serving.backends.tiny``, which needs only
-    torch, transformers and tokenizers (GPU hosts import it from there).
-    """
-    from prefloop.serving.backends.tiny import tiny_model as build
-
-    return build(
-        directory,
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        layers=layers,
-        heads=heads,
-        intermediate_size=intermediate_size,
-        dtype=dtype,
-        seed=seed,
-    )
