@@ -73,11 +73,16 @@ def broker_count(settings: Settings, timeout: float = 2.0) -> int:
 
 
 def ensure_topics(
-    settings: Settings, topics: Iterable[str] | None = None, timeout: float = 30.0
+    settings: Settings,
+    topics: Iterable[str] | None = None,
+    timeout: float = 30.0,
+    partitions: int | None = None,
+    compact: bool = False,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created.
 
-    Partitions, replication and retention come from the settings; with a
+    Partitions (unless given), replication and retention come from the settings
+    (``compact``: compacted, no retention, for a table's changelog); with a
     replication factor above 1, min.insync.replicas is 2 so that an acks=all
     write survives the loss of one broker.
     """
@@ -87,10 +92,12 @@ def ensure_topics(
         "retention.ms": str(settings.topic_retention_hours * 3600 * 1000),
         "min.insync.replicas": str(2 if replication > 1 else 1),
     }
+    if compact:  # a table's changelog: the latest value per key, kept
+        config = {"cleanup.policy": "compact", "min.insync.replicas": config["min.insync.replicas"]}
     new = [
         NewTopic(
             name,
-            num_partitions=settings.topic_partitions,
+            num_partitions=partitions or settings.topic_partitions,
             replication_factor=replication,
             config=config,
         )

@@ -160,6 +160,54 @@ class Settings(BaseSettings):
         "*", description="origins browsers may send events from, comma-separated, or *"
     )
 
+    # -- stream agents -------------------------------------------------------
+    streams_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="processing guarantee of the stream worker: exactly_once or at_least_once",
+    )
+    streams_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="where the worker keeps its tables (both are restored from changelogs)",
+    )
+    streams_web_port: Port = Field(
+        6066, ge=1, le=65535, description="port of the worker's web views (127.0.0.1)"
+    )
+    streams_tick_s: float = Field(
+        5.0, gt=0, le=3600, description="seconds between timer ticks (inactivity, windows)"
+    )
+    streams_scoring_weights: str = Field(
+        "{}",
+        description='implicit-score weights over the defaults, JSON, e.g. {"copied": 3}',
+    )
+    streams_inactivity_s: float = Field(
+        1800.0, gt=0, description="seconds of silence that settle a conversation's responses"
+    )
+    streams_unknown_grace_s: float = Field(
+        300.0,
+        gt=0,
+        description="seconds feedback waits for its interaction before it is a dead letter",
+    )
+    streams_sampling_count: int = Field(
+        1000, ge=1, description="annotation tasks drawn per sampling window"
+    )
+    streams_sampling_window_s: float = Field(
+        3600.0, gt=0, description="length of an annotation sampling window in seconds"
+    )
+    retrain_threshold: int = Field(
+        500, ge=1, description="preference pairs on a model version that request a retrain"
+    )
+    retrain_busy_timeout_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="a requested training with no outcome after this many seconds is given up",
+    )
+    sink_batch_rows: int = Field(
+        10_000, ge=1, description="rows the ClickHouse sink inserts at most per batch"
+    )
+    sink_batch_s: float = Field(
+        1.0, gt=0, description="seconds the ClickHouse sink waits at most before inserting"
+    )
+
     # -- Ray -----------------------------------------------------------------
     ray_address: str | None = Field(
         None,

@@ -239,6 +239,42 @@ def sample(input_path: str, count: int, out_path: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--loglevel",
+    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+    default="warn",
+    show_default=True,
+    help="How much the worker logs.",
+)
+@click.pass_context
+def worker(ctx: click.Context, loglevel: str) -> None:
+    """Run the stream agents (scores, pairs, sampling, retrain trigger) until stopped."""
+    from prefloop.streams.worker import run_worker
+
+    run_worker(_settings(ctx), loglevel)
+
+
+@cli.command()
+@click.pass_context
+def sink(ctx: click.Context) -> None:
+    """Run the ClickHouse sink (all topics into raw_events) until stopped.
+
+    In embedded mode the store's owner runs it already; this is for a ClickHouse server.
+    """
+    import signal
+    import threading
+
+    from prefloop.analytics.sink import ClickHouseSink
+    from prefloop.clickhouse.client import connect
+
+    settings = _settings(ctx)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ClickHouseSink(settings, lambda: connect(settings)).run(stop)
+
+
+@cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """The main job: bring the stack up, run each stage of the loop, bring it down."""

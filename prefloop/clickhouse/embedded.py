@@ -24,7 +24,7 @@ import re
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,8 +313,12 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
 
 
-def serve(settings: Settings) -> None:
-    """Own the store: open it, apply the migrations, answer HTTP until SIGTERM."""
+def serve(settings: Settings, background: Sequence[Callable[[threading.Event], None]] = ()) -> None:
+    """Own the store: open it, apply the migrations, answer HTTP until SIGTERM.
+
+    Each ``background`` callable runs in its own thread with an event set at SIGTERM
+    (the sink uses it: in embedded mode it must write from this process).
+    """
     import signal
 
     from prefloop.clickhouse.client import embedded_client
@@ -323,7 +327,16 @@ def serve(settings: Settings) -> None:
     store = EmbeddedStore(store_path(settings))
     apply_migrations(embedded_client(settings), settings.clickhouse_database)
     server = _Server(settings.clickhouse_port, store)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    stop = threading.Event()
+
+    def shut_down(*_: object) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    threads = [threading.Thread(target=task, args=(stop,), daemon=True) for task in background]
+    for thread in threads:
+        thread.start()
     print(
         f"embedded ClickHouse store {store.path} on http://127.0.0.1:{settings.clickhouse_port}",
         flush=True,
@@ -331,6 +344,9 @@ def serve(settings: Settings) -> None:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
         server.server_close()
 
 

@@ -1,4 +1,5 @@
-"""The local stack as one thing: Kafka, the embedded ClickHouse owner, Ray.
+"""The local stack as one thing: Kafka, the embedded ClickHouse owner (with the sink),
+Ray, and the stream worker.
 
 ``up`` starts what is not running yet (and what the settings do not point
 elsewhere), ``down`` stops every process that ``up`` recorded under
@@ -25,6 +26,7 @@ from prefloop.stack.ray import STOP_TIMEOUT_S as RAY_STOP_TIMEOUT_S
 from prefloop.stack.ray import head_address, ray_process, ray_version, start_head
 
 OWNER_START_TIMEOUT_S = 60.0
+WORKER_START_TIMEOUT_S = 120.0
 STACK_FILE = "stack.json"
 STOP_TIMEOUTS_S = {"ray": RAY_STOP_TIMEOUT_S}
 
@@ -55,6 +57,8 @@ class LocalStack:
         self.kafka = KafkaCluster(settings)
         self.clickhouse = owner_process(settings)
         self.ray = ray_process(settings)
+        self.worker = ManagedProcess("worker", settings.home / "run", settings.home / "logs")
+        self.sink = ManagedProcess("sink", settings.home / "run", settings.home / "logs")
 
     # -- up ------------------------------------------------------------------
     def up(self) -> list[str]:
@@ -64,6 +68,7 @@ class LocalStack:
             self._up_kafka(started)
             self._up_clickhouse(started)
             self._up_ray(started)
+            self._up_worker(started)
         except BaseException:
             for process in reversed(started):
                 process.stop(STOP_TIMEOUTS_S.get(process.name, 30.0))
@@ -111,7 +116,7 @@ class LocalStack:
             f"clickhouse: starting the embedded store's owner on 127.0.0.1:{s.clickhouse_port} ..."
         )
         self.clickhouse.start(
-            [sys.executable, "-m", "prefloop.clickhouse.embedded"],
+            [sys.executable, "-m", "prefloop.analytics.owner"],
             env=child_environment(s),
             extra={"port": s.clickhouse_port},
         )
@@ -130,6 +135,29 @@ class LocalStack:
             self.say(f"ray: starting a head on {head_address(s)} ...")
             start_head(s)
             started.append(self.ray)
+
+    def _up_worker(self, started: list[ManagedProcess]) -> None:
+        s = self.settings
+        if s.clickhouse_url and not self.sink.is_running():
+            self.say("sink: starting the ClickHouse sink ...")
+            self.sink.start(_cli("sink"), env=child_environment(s))
+            started.append(self.sink)
+        if self.worker.is_running():
+            self.say(f"worker: already up (web views on 127.0.0.1:{s.streams_web_port})")
+            return
+        require_free_port("the stream worker", s.streams_web_port, "PREFLOOP_STREAMS_WEB_PORT")
+        self.say(
+            f"worker: starting the stream agents (web views on 127.0.0.1:{s.streams_web_port}) ..."
+        )
+        self.worker.start(
+            _cli("worker"), env=child_environment(s), extra={"port": s.streams_web_port}
+        )
+        started.append(self.worker)
+        self.worker.wait_until(
+            lambda: worker_ready(s.streams_web_port),
+            timeout=WORKER_START_TIMEOUT_S,
+            what="assigned its partitions",
+        )
 
     # -- down ----------------------------------------------------------------
     def down(self) -> list[str]:
@@ -171,6 +199,9 @@ class LocalStack:
                 except PrefloopError as exc:
                     row.detail = str(exc)
             rows.append(row)
+        rows.append(self._process_status(self.worker, s.streams_web_port, "stream agents"))
+        if s.clickhouse_url:
+            rows.append(self._process_status(self.sink, None, "ClickHouse sink"))
         if s.ray_address:
             rows.append(ComponentStatus("ray", "external", detail=s.ray_address))
         else:
@@ -211,8 +242,26 @@ class LocalStack:
             rows[0].topics = kafka.topic_message_counts(s, s.topics.all())
         return rows
 
+    @staticmethod
+    def _process_status(process: ManagedProcess, port: int | None, what: str) -> ComponentStatus:
+        pid = process.pid()
+        return ComponentStatus(process.name, "up" if pid else "down", pid, port, detail=what)
+
     def is_up(self) -> bool:
         return all(r.state in ("up", "external") for r in self.status())
+
+
+def _cli(command: str) -> list[str]:
+    return [sys.executable, "-m", "prefloop.cli", command]
+
+
+def worker_ready(port: int) -> bool:
+    """Whether the stream worker on ``port`` answers and holds partitions."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/prefloop/health/", timeout=2) as r:
+            return bool(json.loads(r.read()).get("assigned"))
+    except (OSError, ValueError):
+        return False
 
 
 def _pings(port: int) -> bool:

@@ -1,0 +1,135 @@
+"""The retrain trigger: pairs per base model version into one RETRAIN_REQUESTED.
+
+:class:`RetrainTrigger` keeps one state per model version (the key of the retrain
+queue, where every PreferencePair is re-published keyed by the version that served
+it). Each new pair (deduplicated by ``pair_id``) is counted with its queue offset.
+When the count reaches ``threshold`` and no training of that lineage is running, it
+emits one ModelEvent RETRAIN_REQUESTED naming the pairs: ``pair_count`` and
+``pair_ranges``, the queue offsets from the first to the last counted pair (the
+range may also hold pairs of other versions sharing the partition; the trainer takes
+those whose ``model_version`` is the one requested). The count starts again at zero.
+
+A lineage is busy from its request until a ModelEvent about a version trained from
+it ends the attempt (TRAINED, GATES_FAILED, ARCHIVED, ROLLED_BACK; TRAINING_STARTED
+refreshes it), or ``busy_timeout_s`` passes with no news (a trainer that died
+silently). Pairs keep counting while it is busy; when it ends with the threshold
+already reached, the next request goes out at once.
+
+State (JSON-serialisable; never modified in place)::
+
+    {"count": int, "first": {partition: offset}, "last": {partition: offset},
+     "busy_since": int | None, "requests": int, "seen": {pair_id: True}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefloop.streams.ids import derived_id
+from prefloop.streams.records import Record, SourceOffset, bounded_add
+
+__all__ = ["ENDS_TRAINING", "RetrainTrigger", "TriggerStep"]
+
+ENDS_TRAINING = frozenset({"TRAINED", "GATES_FAILED", "ARCHIVED", "ROLLED_BACK"})
+"""ModelEvent kinds that end a training attempt of their ``parent_version``."""
+
+_MAX_SEEN = 4096
+
+
+@dataclass(frozen=True)
+class TriggerStep:
+    state: dict[str, Any]
+    events: list[Record] = field(default_factory=list)
+
+
+class RetrainTrigger:
+    """Counts pairs per model version and requests a retrain at the threshold."""
+
+    def __init__(self, threshold: int = 500, busy_timeout_s: float = 6 * 3600.0) -> None:
+        if threshold < 1:
+            raise ValueError(f"threshold={threshold} must be >= 1")
+        self.threshold = threshold
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+
+    @staticmethod
+    def new_state() -> dict[str, Any]:
+        return {"count": 0, "first": {}, "last": {}, "busy_since": None, "requests": 0, "seen": {}}
+
+    def on_pair(
+        self, state: dict[str, Any] | None, pair: Record, source: SourceOffset, now: int
+    ) -> TriggerStep:
+        """Count one PreferencePair read from the queue at ``source``."""
+        state = state if state is not None else self.new_state()
+        pair_id = pair["pair_id"]
+        if pair_id in state["seen"]:
+            return TriggerStep(state)
+        partition = str(source["partition"])
+        new = {
+            **state,
+            "count": state["count"] + 1,
+            "first": {partition: source["offset"], **state["first"]},
+            "last": {**state["last"], partition: source["offset"]},
+            "seen": bounded_add(state["seen"], pair_id, _MAX_SEEN),
+        }
+        return self._maybe_request(new, pair["model_version"], source["topic"], now)
+
+    def on_model_event(self, state: dict[str, Any] | None, event: Record, now: int) -> TriggerStep:
+        """Take a ModelEvent about a version trained from this one (its ``parent_version``)."""
+        state = state if state is not None else self.new_state()
+        kind = event["kind"]
+        if kind == "TRAINING_STARTED" and state["busy_since"] is not None:
+            return TriggerStep({**state, "busy_since": max(state["busy_since"], now)})
+        if kind not in ENDS_TRAINING or state["busy_since"] is None:
+            return TriggerStep(state)
+        return TriggerStep({**state, "busy_since": None})
+
+    def ready(self, state: dict[str, Any], now: int) -> bool:
+        """Whether a request would go out now (threshold reached, lineage idle)."""
+        busy = state["busy_since"] is not None and now - state["busy_since"] < self.busy_timeout_ms
+        return state["count"] >= self.threshold and not busy
+
+    def request_if_ready(
+        self, state: dict[str, Any], model_version: str, topic: str, now: int
+    ) -> TriggerStep:
+        """After an outcome freed the lineage: the request that was waiting, if any."""
+        return self._maybe_request(state, model_version, topic, now)
+
+    def _maybe_request(
+        self, state: dict[str, Any], model_version: str, topic: str, now: int
+    ) -> TriggerStep:
+        if not self.ready(state, now):
+            return TriggerStep(state)
+        ranges = [
+            {
+                "topic": topic,
+                "partition": int(p),
+                "first_offset": int(state["first"][p]),
+                "last_offset": int(state["last"][p]),
+            }
+            for p in sorted(state["first"], key=int)
+        ]
+        number = state["requests"] + 1
+        event = {
+            "event_id": derived_id("retrain-requested", model_version, str(number)),
+            "ts": int(now),
+            "kind": "RETRAIN_REQUESTED",
+            "model_version": model_version,
+            "parent_version": None,
+            "experiment_id": None,
+            "artifact_uri": None,
+            "pair_count": int(state["count"]),
+            "pair_ranges": ranges,
+            "metrics": {"threshold": float(self.threshold)},
+            "detail": f"{state['count']} preference pairs on {model_version} since its last "
+            f"training (threshold {self.threshold}); request {number}",
+        }
+        new = {
+            **state,
+            "count": 0,
+            "first": {},
+            "last": {},
+            "busy_since": int(now),
+            "requests": number,
+        }
+        return TriggerStep(new, [event])

@@ -1,0 +1,216 @@
+"""The stream worker against the real broker: scripted conversations, poison input,
+a SIGKILL mid-stream, two workers sharing the partitions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from streams_events import MINUTE, SECOND, feedback, interaction
+
+from prefloop import kafka
+from prefloop.settings import Settings
+from prefloop.streams.topology import StreamTopics, app_id
+from prefloop.testing import StreamWorker, TopicReader, free_port, fresh_topics, http_request
+from prefloop_sdk import encode
+from prefloop_sdk.events import key_of
+
+SORT_Q = {"role": "user", "content": "How do I sort a list in Python?"}
+SAME_Q = {"role": "user", "content": "how do i sort a list in python"}
+CAPITAL = {"role": "user", "content": "What's the capital of Australia?"}
+
+
+def stream_settings(base: Settings, home: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "home": home,
+        "streams_web_port": free_port(),
+        "streams_tick_s": 0.5,
+        "streams_inactivity_s": 4.0,
+        "streams_unknown_grace_s": 3.0,
+        "retrain_threshold": 4,
+        "streams_sampling_count": 4,
+        "streams_sampling_window_s": 3600.0,
+    }
+    values.update(overrides)
+    return fresh_topics(base, **values)
+
+
+class Feed:
+    """Publishes records the way clients do (keyed by conversation) and notes offsets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = kafka.producer(settings)
+        self.delivered: list[tuple[str, int, int]] = []
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        assert err is None, err
+        self.delivered.append((msg.topic(), msg.partition(), msg.offset()))
+
+    def send(self, record_type: str, record: dict[str, Any]) -> None:
+        self.raw(
+            self.settings.topics.for_record(record_type),
+            encode(record_type, record),
+            key_of(record_type, record),
+        )
+
+    def raw(self, topic: str, value: bytes, key: bytes | None) -> tuple[str, int, int]:
+        before = len(self.delivered)
+        self.producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+        self.producer.flush(10)
+        assert len(self.delivered) == before + 1
+        return self.delivered[-1]
+
+    def interaction(self, *args: Any, **kwargs: Any) -> None:
+        self.send("interaction", interaction(*args, **kwargs))
+        self.wait_consumed()
+
+    def feedback(self, *args: Any, **kwargs: Any) -> None:
+        self.send("feedback", feedback(*args, **kwargs))
+        self.wait_consumed()
+
+    def wait_consumed(self, timeout: float = 60.0) -> None:
+        """Wait until the worker committed past everything sent: the next event is then
+        processed after this one, as it happens when a person reads between turns (Kafka
+        orders one partition, not interactions against feedback)."""
+        wanted: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in self.delivered:
+            wanted[(topic, partition)] = max(wanted.get((topic, partition), 0), offset + 1)
+        group = kafka.consumer(self.settings, app_id(self.settings))
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                committed = group.committed([TopicPartition(t, p) for t, p in wanted], timeout=10)
+                if all(tp.offset >= wanted[(tp.topic, tp.partition)] for tp in committed):
+                    return
+                assert time.monotonic() < deadline, f"the worker did not consume {wanted}"
+                time.sleep(0.1)
+        finally:
+            group.close()
+
+
+@pytest.fixture
+def worker_settings(kafka_settings: Settings, tmp_path: Path) -> Settings:
+    return stream_settings(kafka_settings, tmp_path)
+
+
+@pytest.fixture
+def worker(worker_settings: Settings) -> Iterator[StreamWorker]:
+    process = StreamWorker(worker_settings).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def readers(settings: Settings, *names: str) -> dict[str, TopicReader]:
+    return {name: TopicReader(settings, getattr(settings.topics, name)) for name in names}
+
+
+def scores_of(reader: TopicReader) -> list[tuple[str, int, float, str]]:
+    return sorted(
+        (r["response_id"], r["revision"], r["implicit_score"], r["settled_reason"])
+        for _, r, _, _ in reader.records
+    )
+
+
+def test_scripted_conversations_give_the_products_scores_pairs_tasks_and_one_trigger(
+    worker_settings: Settings, worker: StreamWorker
+) -> None:
+    s = worker_settings
+    feed = Feed(s)
+    out = readers(s, "scores", "preferences", "model_events", "annotation_tasks", "dlq")
+    t0 = int(time.time() * 1000)
+    # c1: an answer regenerated, the regeneration copied, a follow-up, a 400 s session
+    feed.interaction("r1", conv="c1", messages=[SORT_Q], ts=t0)
+    feed.feedback("REGENERATE", "r1", "f1", conv="c1", ts=t0 + 5 * SECOND)
+    feed.interaction("r1b", conv="c1", messages=[SORT_Q], regenerates="r1", ts=t0 + 6 * SECOND)
+    feed.feedback("COPY", "r1b", "f2", conv="c1", ts=t0 + 20 * SECOND)
+    follow = [SORT_Q, {"role": "assistant", "content": "answer r1b"}]
+    follow.append({"role": "user", "content": "And in reverse order?"})
+    feed.interaction("r2", conv="c1", turn=1, messages=follow, ts=t0 + MINUTE)
+    feed.feedback("SESSION_END", "r2", "f3", conv="c1", ts=t0 + 7 * MINUTE, value=400.0)
+    out["scores"].wait_for(lambda r: len(r) == 5, 60, "c1's five scores", worker.check)
+    # c2: the same question differently written, reported, a 20 s session
+    feed.interaction("x1", conv="c2", user="u2", messages=[SAME_Q], ts=t0 + 8 * MINUTE)
+    feed.feedback("REPORT", "x1", "g1", conv="c2", ts=t0 + 8 * MINUTE + SECOND)
+    feed.feedback("SESSION_END", "x1", "g2", conv="c2", ts=t0 + 9 * MINUTE, value=20.0)
+    # c3: two answers to one question, rated 5 and 2, then silence (the 4 s timeout)
+    feed.interaction("y1", conv="c3", messages=[CAPITAL], ts=t0 + 10 * MINUTE)
+    feed.interaction("y2", conv="c3", messages=[CAPITAL], ts=t0 + 10 * MINUTE + 1)
+    feed.feedback("RATING", "y1", "h1", conv="c3", ts=t0 + 11 * MINUTE, value=5.0)
+    feed.feedback("RATING", "y2", "h2", conv="c3", ts=t0 + 11 * MINUTE, value=2.0)
+
+    out["scores"].wait_for(lambda r: len(r) >= 8, 60, "eight scores", worker.check)
+    out["model_events"].wait_for(lambda r: len(r) >= 1, 60, "the retrain request", worker.check)
+    for reader in out.values():
+        reader.settle(3.0)
+
+    # the product's weights: continued +2, session > 300 s +1, copied +2,
+    # regenerated -2, session < 30 s -1, reported -5
+    assert scores_of(out["scores"]) == [
+        ("r1", 0, -2.0, "NEXT_TURN"),  # regenerated
+        ("r1", 1, -1.0, "LATE_FEEDBACK"),  # + the long session
+        ("r1b", 0, 4.0, "NEXT_TURN"),  # copied, continued
+        ("r1b", 1, 5.0, "LATE_FEEDBACK"),
+        ("r2", 0, 1.0, "SESSION_END"),
+        ("x1", 0, -6.0, "SESSION_END"),  # reported, short session
+        ("y1", 0, 0.0, "TIMEOUT"),
+        ("y2", 0, 0.0, "TIMEOUT"),
+    ]
+    pairs = [r for _, r, _, _ in out["preferences"].records]
+    assert sorted(
+        (p["source"], p["chosen_response_id"], p["rejected_response_id"], round(p["weight"], 6))
+        for p in pairs
+    ) == [
+        ("IMPLICIT", "r1", "x1", round(5 / 6, 6)),  # -1 vs -6, across conversations
+        ("IMPLICIT", "r1b", "x1", 1.0),  # 5 vs -6
+        ("RATING", "y1", "y2", 0.75),
+        ("REGENERATE", "r1b", "r1", 1.0),
+    ]
+    assert all(p["source_offsets"] for p in pairs)  # lineage
+    # four pairs on v1 reach the threshold of 4: exactly one request, naming them
+    (request,) = [r for _, r, _, _ in out["model_events"].records]
+    assert (request["kind"], request["model_version"], request["pair_count"]) == (
+        "RETRAIN_REQUESTED",
+        "v1",
+        4,
+    )
+    queue = TopicReader(s, StreamTopics.with_prefix(s.topic_prefix).retrain_queue)
+    queued = queue.settle(2.0)
+    named = {
+        r["pair_id"]
+        for rt, r, p, o in queued
+        for span in request["pair_ranges"]
+        if rt == "preference_pair"
+        and p == span["partition"]
+        and span["first_offset"] <= o <= span["last_offset"]
+    }
+    assert named == {p["pair_id"] for p in pairs}
+    # the sampling window is open (an hour): nothing sampled yet, nothing dead
+    assert out["annotation_tasks"].records == []
+    assert out["dlq"].records == []
+
+    # the live monitor's rolling window: six settled responses on v1/control
+    status, _, body = http_request(
+        "GET", f"http://127.0.0.1:{s.streams_web_port}/prefloop/rolling/"
+    )
+    assert status == 200, body
+    monitor = json.loads(body)["metrics"]["v1|control"]
+    assert monitor["responses"] == 6
+    assert monitor["mean_implicit_score"] == pytest.approx((-2 + 4 + 1 - 6 + 0 + 0) / 6)
+    assert monitor["mean_rating"] == pytest.approx(3.5)
+    assert (monitor["regenerate_rate"], monitor["copy_rate"], monitor["report_rate"]) == (
+        pytest.approx(1 / 6),
+        pytest.approx(1 / 6),
+        pytest.approx(1 / 6),
+    )
+    status, _, body = http_request(
+        "GET", f"http://127.0.0.1:{s.streams_web_port}/prefloop/rolling/?window_s=-1"
+    )
+    assert status == 400 and "window_s" in body
