@@ -54,7 +54,7 @@ from prefloop.streams.topology import (
     sampling_config,
     scoring_config,
 )
-from prefloop.streams.transactions import install
+from prefloop.streams.transactions import ProcessingGate, install
 from prefloop.streams.trigger import ENDS_TRAINING, RetrainTrigger
 from prefloop_sdk import Codec, default_codec
 from prefloop_sdk.events import key_of
@@ -119,11 +119,14 @@ class StreamsApp:
             consumer_auto_offset_reset="earliest",
             producer_compression_type="lz4",
             broker_commit_interval=1.0,
+            broker_session_timeout=15.0,
+            broker_heartbeat_interval=3.0,
             autodiscover=False,
             agent_supervisor=CrashingSupervisor,
         )
+        self.gate = ProcessingGate()
         if s.streams_guarantee == "exactly_once":
-            install(app)
+            install(app, self.gate)
         t, st = self.topics, self.stream_topics
         self.out = {
             name: _raw_topic(app, name)
@@ -210,13 +213,16 @@ class StreamsApp:
 
     # -- score: one conversation's interactions, feedback and timeouts -------------
     async def _score_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             message, now = event.message, _now_ms()
             if message.topic == self.stream_topics.ticks:
                 tick = json.loads(event.value)
                 await self._score_timeouts(message.partition, int(tick["now"]))
                 continue
-            decoded, letter = self._read("score", event, ("interaction", "feedback"), now)
+            expected = (
+                ("interaction",) if message.topic == self.topics.interactions else ("feedback",)
+            )
+            decoded, letter = self._read("score", event, expected, now)
             if letter is not None:
                 await self._dead_letter(letter, event.key)
                 continue
@@ -282,7 +288,7 @@ class StreamsApp:
 
     # -- implicit: responses to one normalized prompt across conversations ---------
     async def _implicit_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             message, now = event.message, _now_ms()
             scored = json.loads(event.value)
             source = {
@@ -312,7 +318,7 @@ class StreamsApp:
         self._sampler_state = new
 
     async def _sample_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             now = _now_ms()
             self._load_sampler()
             item = json.loads(event.value)
@@ -330,7 +336,7 @@ class StreamsApp:
 
     # -- rolling: one-minute buckets per model version and arm ------------------------
     async def _rolling_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             item = json.loads(event.value)
             if "tick" in item:
                 oldest = rolling.bucket_start(int(item["now"]) - _ROLLING_KEEP_S * 1000)
@@ -376,7 +382,7 @@ class StreamsApp:
 
     # -- annotate: AnnotationResults into ANNOTATION pairs ---------------------------
     async def _annotate_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             now = _now_ms()
             decoded, letter = self._read("annotate", event, ("annotation_result",), now)
             if letter is not None:
@@ -391,7 +397,7 @@ class StreamsApp:
 
     # -- lineage and trigger: pairs per model version into RETRAIN_REQUESTED --------
     async def _lineage_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             now = _now_ms()
             decoded, letter = self._read("lineage", event, ("model_event",), now)
             if letter is not None:
@@ -405,7 +411,7 @@ class StreamsApp:
                 )
 
     async def _trigger_agent(self, stream: Any) -> None:
-        async for event in stream.events():
+        async for event in self.gate.gated(stream.events()):
             now = _now_ms()
             decoded, letter = self._read("trigger", event, ("preference_pair", "model_event"), now)
             if letter is not None:

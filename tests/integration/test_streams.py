@@ -214,3 +214,178 @@ def test_scripted_conversations_give_the_products_scores_pairs_tasks_and_one_tri
         "GET", f"http://127.0.0.1:{s.streams_web_port}/prefloop/rolling/?window_s=-1"
     )
     assert status == 400 and "window_s" in body
+
+
+def test_poison_input_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
+    worker_settings: Settings, worker: StreamWorker
+) -> None:
+    s = worker_settings
+    feed = Feed(s)
+    out = readers(s, "scores", "dlq")
+    t = s.topics
+    garbage = feed.raw(t.interactions, b"not an event at all", b"c-poison")
+    unknown = feed.raw(t.interactions, b"\xc3\x01" + bytes(8) + b"\x02x", b"c-poison")
+    misplaced_record = feedback("COPY", "z1", "e-misplaced", conv="c-poison")
+    misplaced = feed.raw(t.interactions, encode("feedback", misplaced_record), b"c-poison")
+    # feedback for an interaction that never comes: held, then dead after the grace
+    feed.feedback("COPY", "ghost", "e-ghost", conv="c-orphan")
+    # out of order and duplicated: the copy before its interaction, everything twice
+    feed.feedback("COPY", "o1", "e-copy", conv="c-ooo")
+    feed.feedback("COPY", "o1", "e-copy", conv="c-ooo")
+    feed.interaction("o1", conv="c-ooo")
+    feed.interaction("o1", conv="c-ooo")
+    feed.feedback("SESSION_END", "o1", "e-end", conv="c-ooo", value=100.0)
+    feed.feedback("SESSION_END", "o1", "e-end", conv="c-ooo", value=100.0)
+
+    out["dlq"].wait_for(lambda r: len(r) >= 4, 60, "four dead letters", worker.check)
+    out["scores"].wait_for(lambda r: len(r) >= 1, 60, "o1's score", worker.check)
+    out["dlq"].settle(2.0)
+    out["scores"].settle(2.0)
+
+    letters = {r["error_type"]: r for _, r, _, _ in out["dlq"].records}
+    assert set(letters) == {
+        "NotSingleObjectError",
+        "UnknownFingerprintError",
+        "UnexpectedRecordType",
+        "UnknownInteraction",
+    }
+    for error_type, position, value in (
+        ("NotSingleObjectError", garbage, b"not an event at all"),
+        ("UnknownFingerprintError", unknown, b"\xc3\x01" + bytes(8) + b"\x02x"),
+        ("UnexpectedRecordType", misplaced, encode("feedback", misplaced_record)),
+    ):
+        letter = letters[error_type]
+        where = (letter["source_topic"], letter["source_partition"], letter["source_offset"])
+        assert where == position
+        assert (letter["value"], letter["key"]) == (value, b"c-poison")
+        assert letter["reason"]
+    assert letters["UnknownFingerprintError"]["writer_fingerprint"] == "00" * 8
+    assert "interactions" in letters["UnexpectedRecordType"]["reason"]
+    ghost = letters["UnknownInteraction"]
+    assert ghost["source_topic"] == t.feedback and "ghost" in ghost["reason"]
+    # the out-of-order, duplicated conversation: one score, copied (+2), 100 s session
+    assert scores_of(out["scores"]) == [("o1", 0, 2.0, "SESSION_END")]
+
+
+def conversation_workload(feed: Feed, count: int, prefix: str = "k") -> None:
+    """``count`` conversations: an answer regenerated, the regeneration copied, the end.
+
+    Whatever order the worker sees them in, each yields one REGENERATE pair."""
+    for i in range(count):
+        conv, first, second = f"{prefix}{i}", f"{prefix}{i}-a", f"{prefix}{i}-b"
+        question = [{"role": "user", "content": f"question number {i} about {prefix}"}]
+        records = [
+            ("interaction", interaction(first, conv=conv, messages=question)),
+            ("feedback", feedback("REGENERATE", first, f"{conv}-f1", conv=conv)),
+            ("interaction", interaction(second, conv=conv, messages=question, regenerates=first)),
+            ("feedback", feedback("COPY", second, f"{conv}-f2", conv=conv)),
+            ("feedback", feedback("SESSION_END", second, f"{conv}-f3", conv=conv, value=100.0)),
+        ]
+        for record_type, record in records:
+            feed.producer.produce(
+                feed.settings.topics.for_record(record_type),
+                value=encode(record_type, record),
+                key=key_of(record_type, record),
+            )
+        feed.producer.poll(0)
+    feed.producer.flush(30)
+
+
+BACKLOG = {"streams_unknown_grace_s": 120.0, "streams_inactivity_s": 120.0}
+"""For a workload published before the worker reads it: Kafka orders a partition, not
+the interactions topic against the feedback topic, so on a backlog a feedback event can
+be read well before its interaction; the scorer holds it for the grace (processing time)."""
+
+
+def assert_exactly_once(out: dict[str, TopicReader], conversations: int) -> None:
+    assert out["dlq"].records == []
+    pairs = [r for _, r, _, _ in out["preferences"].records]
+    assert len(pairs) == conversations, "a pair lost or duplicated"
+    assert len({p["pair_id"] for p in pairs}) == conversations
+    assert {(p["source"], p["weight"]) for p in pairs} == {("REGENERATE", 1.0)}
+    scores = [(r["response_id"], r["revision"]) for _, r, _, _ in out["scores"].records]
+    assert len(scores) == len(set(scores)), "a score emitted twice"
+    by_response: dict[str, list[int]] = {}
+    for response, revision in scores:
+        by_response.setdefault(response, []).append(revision)
+    assert len(by_response) == 2 * conversations
+    assert all(sorted(r) == list(range(len(r))) for r in by_response.values())
+    requests = [r for _, r, _, _ in out["model_events"].records]
+    assert [(r["kind"], r["model_version"]) for r in requests] == [("RETRAIN_REQUESTED", "v1")]
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    conversations = 600
+    s = stream_settings(kafka_settings, tmp_path, **BACKLOG, retrain_threshold=conversations // 2)
+    feed = Feed(s)
+    conversation_workload(feed, conversations)
+    out = readers(s, "scores", "preferences", "model_events", "dlq")
+    worker = StreamWorker(s).start()
+    try:
+        out["preferences"].wait_for(lambda r: len(r) >= 20, 120, "the first pairs", worker.check)
+        worker.kill()
+        done_at_kill = len(out["preferences"].poll(0.1)) + 20
+        assert done_at_kill < conversations, "the worker finished before it was killed"
+        worker = StreamWorker(s).start()
+        out["preferences"].wait_for(
+            lambda r: len(r) >= conversations, 180, "every pair", worker.check
+        )
+        out["model_events"].wait_for(lambda r: len(r) >= 1, 60, "the retrain request")
+        for reader in out.values():
+            reader.settle(4.0)
+    finally:
+        worker.stop()
+    assert_exactly_once(out, conversations)
+
+
+def test_two_workers_share_the_partitions_and_give_the_same_results(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    conversations = 200
+    s = stream_settings(kafka_settings, tmp_path, **BACKLOG, retrain_threshold=conversations // 2)
+    other = s.with_overrides(streams_web_port=free_port(), home=tmp_path / "second")
+    first = StreamWorker(s).start()
+    second = StreamWorker(other, name="worker-2").start()
+    try:
+        assignments = wait_for_split(s, other)
+        feed = Feed(s)
+        conversation_workload(feed, conversations)
+        out = readers(s, "scores", "preferences", "model_events", "dlq")
+        out["preferences"].wait_for(
+            lambda r: len(r) >= conversations, 180, "every pair", first.check
+        )
+        out["model_events"].wait_for(lambda r: len(r) >= 1, 60, "the retrain request")
+        for reader in out.values():
+            reader.settle(4.0)
+        second.check()
+    finally:
+        first.stop()
+        second.stop()
+    assert_exactly_once(out, conversations)
+    interactions = [
+        {a for a in assigned if a.startswith(s.topics.interactions + ":")}
+        for assigned in assignments
+    ]
+    assert all(interactions) and not interactions[0] & interactions[1]
+    assert len(interactions[0] | interactions[1]) == s.topic_partitions
+
+
+def wait_for_split(*settings: Settings, timeout: float = 120.0) -> list[set[str]]:
+    """The partitions each worker holds, once every input partition has one owner."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assigned = []
+        for one in settings:
+            url = f"http://127.0.0.1:{one.streams_web_port}/prefloop/health/"
+            try:
+                status, _, body = http_request("GET", url, timeout=5)
+            except OSError:
+                status, body = 0, ""
+            assigned.append(set(json.loads(body)["assigned"]) if status == 200 else set())
+        inputs = [{a for a in held if ".interactions:" in a} for held in assigned]
+        if all(inputs) and sum(map(len, inputs)) == settings[0].topic_partitions:
+            return assigned
+        assert time.monotonic() < deadline, f"the workers did not split the partitions: {assigned}"
+        time.sleep(0.5)

@@ -1,0 +1,538 @@
+"""The ClickHouse sink against the real broker and the embedded store.
+
+chDB admits one data directory per process, and other test modules of the same pytest
+process open their own in-process store, so the store here always lives in a process of
+its own, as `prefloop up` runs it: either the real owner (``prefloop.analytics.owner``:
+chDB, its HTTP interface and the sink thread, writing with the embedded client), or the
+store alone (``prefloop.clickhouse.embedded``) with the sink running in a thread of this
+process and writing over HTTP, where a test can wrap its client to make inserts fail or
+crash at a chosen point.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import TopicPartition
+from streams_events import feedback, interaction
+
+from prefloop import kafka
+from prefloop.analytics.sink import ClickHouseSink, event_id_of
+from prefloop.clickhouse.client import connect, owner_process
+from prefloop.settings import REPO_ROOT, Settings, child_environment
+from prefloop.stack.process import ManagedProcess
+from prefloop.testing import free_port, fresh_topics, http_request
+from prefloop_sdk import RecordType, decode, encode
+from prefloop_sdk.events import key_of
+
+OWNER = "prefloop.analytics.owner"  # chDB + HTTP + the sink thread
+STORE_ONLY = "prefloop.clickhouse.embedded"  # chDB + HTTP
+DEADLINE_S = 240.0  # generous: a SIGKILLed member holds its partitions for a session timeout
+ROWS = "SELECT topic, partition, offset, key, value, record_type, event_id FROM raw_events"
+BYTES = {"key": "bytes", "value": "bytes", "event_id": "bytes"}
+
+Position = tuple[str, int, int]  # topic, partition, offset
+
+
+# -- the store, the events, the checks ------------------------------------------------
+
+
+def sink_settings(base: Settings, home: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "home": home,
+        "clickhouse_port": free_port(),
+        "sink_batch_rows": 300,
+        "sink_batch_s": 0.5,
+    }
+    values.update(overrides)
+    return fresh_topics(base, **values)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return http_request("GET", f"http://127.0.0.1:{port}/ping", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def start_store(settings: Settings, module: str) -> ManagedProcess:
+    """The embedded store's owner process (``module``), answering /ping."""
+    process = owner_process(settings)
+    process.start(
+        [sys.executable, "-m", module],
+        env=child_environment(settings),
+        extra={"port": settings.clickhouse_port},
+    )
+    process.wait_until(lambda: _pings(settings.clickhouse_port), 120.0, "answering /ping")
+    return process
+
+
+@pytest.fixture
+def store_only(kafka_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Fresh topics and a fresh store without a sink of its own (tests run one in a thread)."""
+    settings = sink_settings(kafka_settings, tmp_path)
+    process = start_store(settings, STORE_ONLY)
+    try:
+        yield settings
+    finally:
+        process.stop()
+
+
+class Produced:
+    """Every record produced, by its position on the topic: (key, value, record type, id)."""
+
+    def __init__(self) -> None:
+        self.records: dict[Position, tuple[bytes, bytes, str, bytes]] = {}
+
+
+def produce(settings: Settings, pairs: int) -> Produced:
+    """``pairs`` interactions and as many feedback events, keyed as the SDK keys them."""
+    events: list[tuple[str, dict[str, Any], bytes]] = []
+    for i in range(pairs):
+        conv = f"c{i % 37}"
+        asked = interaction(f"r{i}", conv=conv, turn=i % 5)
+        rating = feedback("RATING", f"r{i}", f"f-{i}", conv=conv, value=float(i % 5 + 1))
+        events.append(("interaction", asked, f"i-r{i}".encode()))
+        events.append(("feedback", rating, f"f-{i}".encode()))
+    produced = Produced()
+    errors: list[Any] = []
+
+    def delivered(meta: tuple[str, bytes], err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+            return
+        produced.records[(msg.topic(), msg.partition(), msg.offset())] = (
+            msg.key(),
+            msg.value(),
+            *meta,
+        )
+
+    producer = kafka.producer(settings)
+    for record_type, record, event_id in events:
+        key = key_of(record_type, record)
+        assert key is not None
+        producer.produce(
+            settings.topics.for_record(record_type),
+            encode(record_type, record),
+            key,
+            on_delivery=functools.partial(delivered, (record_type, event_id)),
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert errors == []
+    assert len(produced.records) == len(events)
+    return produced
+
+
+def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    admin = kafka.admin_client(settings)
+    metadata = admin.list_topics(timeout=10)
+    return [TopicPartition(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
+
+
+def committed(settings: Settings, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offset per partition of its topics (-1001 where none)."""
+    partitions = topic_partitions(settings, settings.topics.all())
+    consumer = kafka.consumer(settings, group)  # never subscribes: does not join the group
+    try:
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 10)}
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    consumer = kafka.consumer(settings, "end-offsets")
+    try:
+        return {
+            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+            for tp in topic_partitions(settings, settings.topics.all())
+        }
+    finally:
+        consumer.close()
+
+
+def committed_rows(offsets: dict[tuple[str, int], int]) -> int:
+    """Records below the committed offsets (the topics are fresh: they start at 0)."""
+    return sum(max(offset, 0) for offset in offsets.values())
+
+
+def scalar(client: Client, sql: str) -> int:
+    return int(client.query(sql).result_rows[0][0])
+
+
+def wait_for(
+    what: str,
+    done: Callable[[], bool],
+    timeout: float = DEADLINE_S,
+    watch: Callable[[], None] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if watch is not None:
+            watch()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def wait_until_sunk(
+    settings: Settings,
+    client: Client,
+    n: int,
+    watch: Callable[[], None] | None = None,
+) -> None:
+    """Until raw_events holds ``n`` rows (FINAL) and the sink committed the end offsets."""
+    ends = end_offsets(settings)
+    group = f"{settings.topic_prefix}-sink"
+    wait_for(
+        f"{n} rows in raw_events",
+        lambda: scalar(client, "SELECT count() FROM raw_events FINAL") >= n,
+        watch=watch,
+    )
+    # a partition nothing was written to has no commit (-1001) and ends at 0
+    at_end = {tp: end for tp, end in ends.items() if end > 0}
+    last: list[dict[tuple[str, int], int]] = [{}]
+
+    def committed_at_end() -> bool:
+        offsets = committed(settings, group)
+        last[0] = {tp: offset for tp, offset in offsets.items() if offset >= 0}
+        return last[0] == at_end
+
+    try:
+        wait_for("the sink's commit of the end offsets", committed_at_end)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: committed {last[0]}, end offsets {at_end}") from None
+
+
+def assert_exactly(settings: Settings, client: Client, produced: Produced) -> None:
+    """raw_events (FINAL) holds every produced record once, as it was on the topic."""
+    n = len(produced.records)
+    assert scalar(client, "SELECT count() FROM raw_events FINAL") == n
+    assert scalar(client, "SELECT uniqExact(event_id) FROM raw_events FINAL") == n
+    rows = client.query(f"{ROWS} FINAL", column_formats=BYTES).result_rows
+    stored = {(t, p, o): (k, v, rt, eid) for t, p, o, k, v, rt, eid in rows}
+    assert stored == produced.records
+    expected_types = {
+        settings.topics.interactions: {"interaction"},
+        settings.topics.feedback: {"feedback"},
+    }
+    types = client.query("SELECT topic, groupUniqArray(record_type) FROM raw_events GROUP BY topic")
+    assert {topic: set(found) for topic, found in types.result_rows} == expected_types
+    for (topic, _, _), (_, value, record_type, event_id) in list(stored.items())[::97]:
+        decoded_type, record = decode(value)
+        assert decoded_type == record_type
+        first_field = "interaction_id" if decoded_type == "interaction" else "event_id"
+        assert record[first_field].encode() == event_id
+        assert topic == settings.topics.for_record(decoded_type)
+
+
+# -- a sink in a thread of this process, its client wrapped ----------------------------
+
+
+class Crash(BaseException):
+    """What a process dying right after an insert looks like to the sink: nothing more runs."""
+
+
+class RecordingClient:
+    """A client whose insert_arrow notes the positions of each batch and may be steered."""
+
+    def __init__(
+        self,
+        client: Client,
+        before: Callable[[int], None] = lambda call: None,
+        after: Callable[[int], None] = lambda call: None,
+    ) -> None:
+        self.client = client
+        self.before = before
+        self.after = after
+        self.calls: list[list[Position]] = []
+        self.inserted: list[list[Position]] = []
+
+    def insert_arrow(self, table: str, data: pa.Table, **kwargs: Any) -> Any:
+        positions = list(
+            zip(
+                data.column("topic").to_pylist(),
+                data.column("partition").to_pylist(),
+                data.column("offset").to_pylist(),
+                strict=True,
+            )
+        )
+        call = len(self.calls)
+        self.calls.append(positions)
+        self.before(call)
+        result = self.client.insert_arrow(table, data, **kwargs)
+        self.inserted.append(positions)
+        self.after(call)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class SinkThread:
+    """``ClickHouseSink.run`` in a thread; what ended it is kept in ``error``."""
+
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self.sink = sink
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.sink.run(self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def check(self) -> None:
+        if not self.thread.is_alive():
+            raise AssertionError(f"the sink thread ended: {self.error!r}")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the sink did not stop within 60 s"
+
+
+# -- the tests -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["owner process", "thread"])
+def test_every_event_lands_once_as_it_was_and_offsets_are_committed(
+    kafka_settings: Settings, tmp_path: Path, where: str
+) -> None:
+    settings = sink_settings(kafka_settings, tmp_path)
+    produced = produce(settings, 1000)
+    process = start_store(settings, OWNER if where == "owner process" else STORE_ONLY)
+    runner = None
+    try:
+        if where == "thread":
+            runner = SinkThread(ClickHouseSink(settings, lambda: connect(settings)))
+        client = connect(settings)
+
+        def watch() -> None:
+            if runner is not None:
+                runner.check()
+            assert process.is_running(), process.log_tail()
+
+        wait_until_sunk(settings, client, len(produced.records), watch)
+        assert_exactly(settings, client, produced)
+        if runner is not None:
+            assert runner.sink.rows_inserted == len(produced.records)
+            assert runner.sink.batches >= len(produced.records) // settings.sink_batch_rows
+    finally:
+        if runner is not None:
+            runner.close()
+        process.stop()
+    assert runner is None or runner.error is None
+
+
+def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    # batches fill to 250 rows: the events are all on the topics before the sink starts
+    settings = sink_settings(kafka_settings, tmp_path, sink_batch_rows=250, sink_batch_s=10.0)
+    produced = produce(settings, 1000)
+    n = len(produced.records)
+    group = f"{settings.topic_prefix}-sink"
+    process = start_store(settings, STORE_ONLY)
+    try:
+        client = connect(settings)
+
+        def crash_after_third(call: int) -> None:
+            if call == 2:
+                raise Crash()
+
+        first = RecordingClient(connect(settings), after=crash_after_third)
+        crashed = SinkThread(ClickHouseSink(settings, lambda: first))
+        crashed.thread.join(timeout=DEADLINE_S)
+        assert not crashed.thread.is_alive(), "the sink never reached its third insert"
+        assert isinstance(crashed.error, Crash), crashed.error
+        assert [len(batch) for batch in first.inserted] == [250, 250, 250]
+        # the third batch is in the table; only the first two were committed
+        assert scalar(client, "SELECT count() FROM raw_events FINAL") == 750
+        assert committed_rows(committed(settings, group)) == 500
+
+        after_replay: list[tuple[int, int]] = []  # rows, rows FINAL after the first insert
+
+        def note_copies(call: int) -> None:
+            if call == 0:
+                after_replay.append(
+                    (
+                        scalar(client, "SELECT count() FROM raw_events"),
+                        scalar(client, "SELECT count() FROM raw_events FINAL"),
+                    )
+                )
+
+        second = RecordingClient(connect(settings), after=note_copies)
+        restarted = SinkThread(ClickHouseSink(settings, lambda: second))
+        try:
+            wait_until_sunk(settings, client, n, restarted.check)
+            copies = scalar(client, "SELECT count() FROM raw_events")
+            assert_exactly(settings, client, produced)
+        finally:
+            restarted.close()
+        assert restarted.error is None
+
+        # the restarted sink began at the committed offsets: the crashed batch, and only
+        # it, went in twice; every record went in at least once
+        times = Counter(p for batch in first.inserted + second.inserted for p in batch)
+        assert set(times) == set(produced.records)
+        assert {p for p, k in times.items() if k == 2} == set(first.inserted[2])
+        assert max(times.values()) == 2
+        assert sum(len(batch) for batch in second.inserted) == n - 500
+        # until a merge collapses them both copies are there; FINAL counts each record once
+        (rows_then, final_then) = after_replay[0]
+        assert rows_then >= final_then >= 750
+        assert n <= copies <= n + 250
+        print(
+            f"\nafter the replayed insert: {rows_then} rows, {final_then} FINAL; at the end: "
+            f"{copies} rows, {n} FINAL ({copies - n} copies left unmerged)"
+        )
+    finally:
+        process.stop()
+
+
+def test_the_owner_killed_mid_stream_loses_nothing_and_counts_each_once(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = sink_settings(kafka_settings, tmp_path, sink_batch_rows=100, sink_batch_s=0.2)
+    produced = produce(settings, 2000)
+    n = len(produced.records)
+    group = f"{settings.topic_prefix}-sink"
+    process = start_store(settings, OWNER)
+    try:
+        client = connect(settings)
+
+        def alive() -> None:
+            assert process.is_running(), process.log_tail()
+
+        wait_for(
+            "a first share of the rows",
+            lambda: scalar(client, "SELECT count() FROM raw_events") >= 200,
+            watch=alive,
+        )
+        process.kill()  # SIGKILL: no commit, no consumer close, chDB mid-write
+        process.pid_file.unlink(missing_ok=True)
+        commits_at_kill = committed_rows(committed(settings, group))
+
+        process = start_store(settings, OWNER)
+        client = connect(settings)
+        stored_at_restart = scalar(client, "SELECT count() FROM raw_events FINAL")
+        # what the killed owner committed, it had inserted first
+        assert stored_at_restart >= commits_at_kill
+        wait_until_sunk(settings, client, n)
+        copies = scalar(client, "SELECT count() FROM raw_events")
+        assert copies >= n
+        assert_exactly(settings, client, produced)
+        print(
+            f"\nkilled with {commits_at_kill} rows committed and {stored_at_restart} stored; "
+            f"after the restart {copies} rows without FINAL for {n} events"
+        )
+    finally:
+        process.stop()
+
+
+def test_a_failing_insert_is_retried_keeps_its_batch_and_commits_nothing_meanwhile(
+    store_only: Settings,
+) -> None:
+    settings = store_only
+    produced = produce(settings, 500)
+    n = len(produced.records)
+    group = f"{settings.topic_prefix}-sink"
+    client = connect(settings)
+    seen: list[tuple[int, int]] = []  # (rows committed, rows stored) at each insert call
+
+    def fail_twice(call: int) -> None:
+        stored = scalar(client, "SELECT count() FROM raw_events")
+        seen.append((committed_rows(committed(settings, group)), stored))
+        if call < 2:
+            raise ConnectionError(f"store away (call {call})")
+
+    flaky = RecordingClient(connect(settings), before=fail_twice)
+    runner = SinkThread(ClickHouseSink(settings, lambda: flaky))
+    try:
+        wait_until_sunk(settings, client, n, runner.check)
+        assert_exactly(settings, client, produced)
+    finally:
+        runner.close()
+    assert runner.error is None
+    # the first batch was offered three times, the same rows each time; nothing was
+    # committed or stored until the third call went through
+    assert flaky.calls[0] == flaky.calls[1] == flaky.calls[2]
+    assert seen[:3] == [(0, 0), (0, 0), (0, 0)]
+    assert flaky.inserted[0] == flaky.calls[2]
+    assert sum(len(batch) for batch in flaky.inserted) == n
+    assert runner.sink.rows_inserted == n
+
+
+def _vectors() -> list[dict[str, Any]]:
+    return list(json.loads((REPO_ROOT / "schemas/vectors/vectors.json").read_text())["vectors"])
+
+
+def _first_field(record_type: str) -> str:
+    schema = json.loads((REPO_ROOT / f"schemas/{record_type}/v1.avsc").read_text())
+    return str(schema["fields"][0]["name"])
+
+
+@pytest.mark.parametrize("vector", _vectors(), ids=lambda v: v["name"])
+def test_event_id_of_reads_the_first_field_of_every_record_type(vector: dict[str, Any]) -> None:
+    record_type = vector["record_type"]
+    expected = (record_type, vector["event"][_first_field(record_type)].encode())
+    assert event_id_of(bytes.fromhex(vector["hex"])) == expected
+    # re-encoded by the SDK from its decoded form (the vector's bytes fields are JSON text)
+    assert event_id_of(encode(record_type, decode(bytes.fromhex(vector["hex"]))[1])) == expected
+
+
+def test_the_vectors_cover_every_record_type() -> None:
+    assert {v["record_type"] for v in _vectors()} == {t.value for t in RecordType}
+
+
+def test_event_id_of_long_and_non_ascii_ids() -> None:
+    record = interaction("x")
+    for event_id in ["é" * 70, "i-" + "7" * 300, ""]:  # two-byte varint lengths, an empty id
+        record["interaction_id"] = event_id
+        assert event_id_of(encode("interaction", record)) == ("interaction", event_id.encode())
+
+
+def _invalid(errors: set[str]) -> list[bytes]:
+    vectors = json.loads((REPO_ROOT / "schemas/vectors/vectors.json").read_text())["invalid"]
+    return [bytes.fromhex(v["hex"]) for v in vectors if v["error"] in errors]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"\xc3",
+        b"\xc3\x01",
+        b"not avro at all",
+        b"\xc3\x01" + b"\x00" * 8 + b"\x04ab",  # an unknown fingerprint
+        b'{"interaction_id": "i-1"}',
+        *_invalid({"NotSingleObjectError", "UnknownFingerprintError"}),
+    ],
+)
+def test_event_id_of_garbage_is_empty(value: bytes) -> None:
+    assert event_id_of(value) == ("", b"")
+
+
+def test_event_id_of_a_cut_id_is_empty_and_a_cut_body_keeps_its_id() -> None:
+    value = encode("interaction", interaction("truncated"))
+    assert event_id_of(value[:12])[1] == b""  # the length says 11 bytes, 1 is there
+    assert event_id_of(value[:10])[1] == b""  # the header alone
+    # only the first field is read: a body cut or padded after the id still names it
+    assert _invalid({"CorruptEventError"})
+    for corrupt in _invalid({"CorruptEventError"}):
+        assert event_id_of(corrupt) == ("interaction", b"0b7e4a52-3c1f-4f7a-9d2e-1a6b5c4d3e2f")
