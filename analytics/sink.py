@@ -3,7 +3,8 @@
 One consumer group (``<prefix>-sink``) reads the public topics with read_committed
 (so an aborted transaction of the stream worker never lands) and inserts a batch
 when it holds ``sink_batch_rows`` rows or ``sink_batch_s`` seconds have passed, as
-one Arrow insert. Offsets are committed only after the insert returned: a crash
+one Arrow insert, made in a thread while the next batch is read. Offsets are
+committed only after the insert returned: a crash
 between the two re-inserts the batch, and those rows collapse with the first copy,
 ``raw_events`` being a ReplacingMergeTree on (topic, partition, offset). A failed
 insert is retried with backoff and nothing is committed meanwhile.
@@ -22,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -52,10 +54,17 @@ _SCHEMA = pa.schema(
 )
 _RECORD_TYPES = {sv.header: sv.record_type for sv in bundled_catalog()}
 _MAX_BACKOFF_S = 30.0
+_BULK_FETCH = {  # a sink reads in bulk: fewer, larger fetches than librdkafka's defaults
+    "fetch.max.bytes": str(64 << 20),
+    "max.partition.fetch.bytes": str(16 << 20),
+    "queued.max.messages.kbytes": str(256 << 10),
+}
 
 
 def event_id_of(value: bytes) -> tuple[str, bytes]:
-    """(record type, event id) of a single-object encoded event; ('', b'') when unreadable.
+    """(record type, event id) of a single-object encoded event.
+
+    ('', b'') when the header is not one of the catalog's; an id cut short reads as b''.
 
     The id is the first field of every schema, an Avro string: a zigzag varint length
     then the UTF-8 bytes.
@@ -79,18 +88,18 @@ def event_id_of(value: bytes) -> tuple[str, bytes]:
 
 def rows_table(messages: Sequence[Message]) -> pa.Table:
     """The ``raw_events`` rows of ``messages`` as one Arrow table."""
-    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
-    for message in messages:
-        value = message.value() or b""
-        record_type, event_id = event_id_of(value)
-        columns["topic"].append(message.topic())
-        columns["partition"].append(message.partition())
-        columns["offset"].append(message.offset())
-        columns["key"].append(message.key() or b"")
-        columns["value"].append(value)
-        columns["ts"].append(message.timestamp()[1])
-        columns["record_type"].append(record_type)
-        columns["event_id"].append(event_id)
+    values = [m.value() or b"" for m in messages]
+    kinds, ids = zip(*map(event_id_of, values), strict=True) if values else ((), ())
+    columns = {
+        "topic": [m.topic() for m in messages],
+        "partition": [m.partition() for m in messages],
+        "offset": [m.offset() for m in messages],
+        "key": [m.key() or b"" for m in messages],
+        "value": values,
+        "ts": [m.timestamp()[1] for m in messages],
+        "record_type": list(kinds),
+        "event_id": list(ids),
+    }
     return pa.table(columns, schema=_SCHEMA)
 
 
@@ -112,17 +121,44 @@ class ClickHouseSink:
         self.batches = 0
 
     def run(self, stop: threading.Event) -> None:
-        """Consume, insert and commit until ``stop`` is set."""
+        """Consume, insert and commit until ``stop`` is set; start over after an error
+        (a lost group membership, a failed commit): what was not committed comes again."""
+        while not stop.is_set():
+            try:
+                self._run(stop)
+            except Exception:
+                log.exception("sink: starting over after an error")
+                stop.wait(1.0)
+
+    def _run(self, stop: threading.Event) -> None:
+        """One batch is inserted in a thread while the next one is read.
+
+        Offsets are committed in order, each batch's after its own insert returned.
+        """
         client = self.client_factory()
-        consumer = kafka.consumer(self.settings, self.group_id)
+        consumer = kafka.consumer(self.settings, self.group_id, **_BULK_FETCH)
         consumer.subscribe(self.topics)
+        pending: tuple[Future[bool], list[TopicPartition]] | None = None
         try:
-            while not stop.is_set():
-                batch = self._collect(consumer, stop)
-                if batch and self._insert(client, batch, stop):
-                    consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+            with ThreadPoolExecutor(1, thread_name_prefix="sink-insert") as inserter:
+                while not stop.is_set():
+                    batch = self._collect(consumer, stop)
+                    if pending is not None:
+                        self._finish(consumer, *pending)
+                        pending = None
+                    if batch:
+                        table = rows_table(batch)
+                        insert = inserter.submit(self._insert, client, table, stop)
+                        pending = (insert, _next_offsets(batch))
+                if pending is not None:
+                    self._finish(consumer, *pending)
         finally:
             consumer.close()
+
+    @staticmethod
+    def _finish(consumer: Any, insert: Future[bool], offsets: list[TopicPartition]) -> None:
+        if insert.result():
+            consumer.commit(offsets=offsets, asynchronous=False)
 
     def _collect(self, consumer: Any, stop: threading.Event) -> list[Message]:
         s = self.settings
@@ -140,18 +176,17 @@ class ClickHouseSink:
                     log.warning("sink: %s", message.error())
         return batch
 
-    def _insert(self, client: Client, batch: list[Message], stop: threading.Event) -> bool:
-        table = rows_table(batch)
+    def _insert(self, client: Client, table: pa.Table, stop: threading.Event) -> bool:
         backoff = 0.5
         while not stop.is_set():
             try:
                 client.insert_arrow(TABLE, table)
             except Exception as exc:  # the store or the server is away: keep the batch
-                log.warning("sink: insert of %d rows failed (%s); retrying", len(batch), exc)
+                log.warning("sink: insert of %d rows failed (%s); retrying", table.num_rows, exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
-            self.rows_inserted += len(batch)
+            self.rows_inserted += table.num_rows
             self.batches += 1
             return True
         return False

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from prefloop.streams.records import Record, Rejected, SourceOffset, dead_letter, source_offset
 from prefloop_sdk import Codec
 from prefloop_sdk.errors import DecodeError
+from prefloop_sdk.events import key_of
 
 __all__ = ["Decoded", "Inbox"]
 
@@ -69,6 +70,7 @@ class Inbox:
             consumer=self.consumer,
             now=now,
             value=value,
+            key=key_of(rejected.record_type, rejected.record),
             writer_fingerprint=_fingerprint(value),
         )
 

@@ -52,14 +52,15 @@ def unflatten(entries: Iterable[tuple[str, Any]]) -> dict[str, Any] | None:
             state["memory"]["order"] = value
         elif key == "window":
             state["window"] = value
-        else:
-            prefix, _, name = key.rpartition(_SEP)
-            if prefix == _SPLIT[0]:
-                state["memory"]["signatures"][name] = value
-            elif prefix == _SPLIT[1]:
-                state["sampled"][name] = value
-            elif prefix == _SPLIT[2]:
-                entries_of_window[name] = value
+        else:  # split on the known prefixes: an id may hold the separator itself
+            for prefix, into in zip(
+                _SPLIT,
+                (state["memory"]["signatures"], state["sampled"], entries_of_window),
+                strict=True,
+            ):
+                if key.startswith(prefix + _SEP):
+                    into[key[len(prefix) + 1 :]] = value
+                    break
     if not found:
         return None
     if state["window"] is not None:

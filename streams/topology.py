@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from math import isfinite
 
 from prefloop import kafka
 from prefloop.errors import SettingsError
@@ -109,16 +110,23 @@ def scoring_config(settings: Settings) -> ScoringConfig:
             f"{variable} is not JSON ({exc.msg}); give an object such as "
             '{"copied": 3, "reported": -5}'
         ) from exc
-    known = {f for f in ScoringWeights.__dataclass_fields__}
-    if not isinstance(overrides, dict) or not set(overrides) <= known:
-        unknown = sorted(set(overrides) - known) if isinstance(overrides, dict) else overrides
+    if not isinstance(overrides, dict):
+        raise SettingsError(
+            f"{variable} must be a JSON object of weights, such as "
+            '{"copied": 3, "reported": -5}; it is ' + type(overrides).__name__
+        )
+    known = set(ScoringWeights.__dataclass_fields__)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
         raise SettingsError(
             f"{variable} has unknown weights {unknown}; the weights are {', '.join(sorted(known))}"
         )
-    try:
-        weights = ScoringWeights(**{k: float(v) for k, v in overrides.items()})
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{variable}: every weight must be a number ({exc})") from exc
+    for name, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+            raise SettingsError(
+                f"{variable}: the weight {name!r} must be a number, not {json.dumps(value)}"
+            )
+    weights = ScoringWeights(**{k: float(v) for k, v in overrides.items()})
     return ScoringConfig(
         weights=weights,
         inactivity_timeout_s=settings.streams_inactivity_s,

@@ -228,12 +228,6 @@ def test_a_restored_state_still_never_samples_an_interaction_twice():
         assert iid not in step.state["window"]["entries"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="sampler_store.unflatten splits keys with rpartition on the separator \\x1f: "
-    "an interaction id containing \\x1f is read back under the wrong name",
-)
 def test_an_interaction_id_holding_the_separator_survives_the_round_trip():
     record = scored("x", prompt=topic(1))
     record["interaction_id"] = "a\x1fb"

@@ -78,11 +78,6 @@ def test_non_number_values_raise(text: str):
     assert "must be a number" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="topology.scoring_config converts values with float(): a JSON string of digits "
-    "or a boolean is accepted as a number",
-)
 @pytest.mark.parametrize("text", ['{"copied": "3"}', '{"copied": true}'])
 def test_strings_and_booleans_are_not_numbers(text: str):
     with pytest.raises(SettingsError, match=VARIABLE):
