@@ -195,6 +195,6 @@ class ClickHouseSink:
 def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
     for message in batch:
-        key = (message.topic(), message.partition())
-        last[key] = max(last.get(key, -1), message.offset())
+        key = (str(message.topic()), int(message.partition() or 0))
+        last[key] = max(last.get(key, -1), int(message.offset() or 0))
     return [TopicPartition(t, p, offset + 1) for (t, p), offset in last.items()]

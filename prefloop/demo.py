@@ -6,10 +6,8 @@ and brought down again at the end; a stack that was already up is left up.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -17,12 +15,15 @@ from rich.table import Table
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect
+from prefloop.demo_streams import run_streams_stage
+from prefloop.errors import PrefloopError
 from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
 from prefloop.stack.local import LocalStack
 from prefloop.stack.ray import connect as connect_ray
 from prefloop.stack.ray import head_address
-from prefloop_sdk import decode
+from prefloop_sdk import decode, encode
+from prefloop_sdk.events import key_of
 
 
 def run_demo(settings: Settings, console: Console) -> None:
@@ -34,8 +35,9 @@ def run_demo(settings: Settings, console: Console) -> None:
     try:
         record = _kafka_round_trip(settings, console)
         _sdk_events(settings, console)
-        _clickhouse_round_trip(settings, console, record)
+        _clickhouse_sink(settings, console, record)
         _ray_task(settings, console, record)
+        run_streams_stage(settings, console)
     finally:
         if started:
             console.rule("[bold]down")
@@ -48,46 +50,52 @@ def run_demo(settings: Settings, console: Console) -> None:
 def _kafka_round_trip(settings: Settings, console: Console) -> dict[str, object]:
     console.rule("[bold]2. an event through the broker")
     topic = settings.topics.interactions
-    event = {
+    event: dict[str, Any] = {
         "interaction_id": str(uuid.uuid4()),
+        "response_id": str(uuid.uuid4()),
+        "regenerates": None,
         "conversation_id": f"demo-{uuid.uuid4().hex[:8]}",
+        "turn": 0,
+        "ts": int(time.time() * 1000),
         "user_id": "demo-user",
-        "ts": datetime.now(UTC).isoformat(),
+        "session_id": None,
+        "experiment_id": None,
+        "arm": None,
+        "model_version": "base",
         "messages": [{"role": "user", "content": "Explain quantum computing"}],
         "response": "Quantum computing uses qubits ...",
+        "latency_ms": 180,
+        "prompt_tokens": 4,
+        "completion_tokens": 6,
+        "uncertainty": None,
+        "metadata": {},
     }
     producer = kafka.producer(settings)
-    producer.produce(topic, key=str(event["conversation_id"]), value=json.dumps(event))
+    value = encode("interaction", event)
+    producer.produce(topic, key=key_of("interaction", event), value=value)
     producer.flush(30)
-    consumer = kafka.consumer(settings, group_id=f"prefloop-demo-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + 30
+    reader = kafka.TopicReader(settings, topic)
     try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            value = message.value()
-            if value is None:
-                continue
-            got = json.loads(value)
-            if got["interaction_id"] != event["interaction_id"]:
-                continue
-            console.print(
-                f"  produced to {topic} and consumed back from partition "
-                f"{message.partition()} offset {message.offset()}: {got['interaction_id']}"
-            )
-            return {
-                "topic": topic,
-                "partition": message.partition(),
-                "offset": message.offset(),
-                "key": got["conversation_id"],
-                "value": value.decode(),
-                "event": got,
-            }
+        found = reader.wait_for(
+            lambda records: any(
+                r.get("interaction_id") == event["interaction_id"]
+                for _, r, _, _ in records
+                if isinstance(r, dict)
+            ),
+            30,
+            "the demo event",
+        )
     finally:
-        consumer.close()
-    raise RuntimeError(f"the event sent to {topic} did not come back within 30 s")
+        reader.close()
+    _, got, partition, offset = next(
+        item for item in found if isinstance(item[1], dict)
+        and item[1].get("interaction_id") == event["interaction_id"]
+    )  # fmt: skip
+    console.print(
+        f"  produced {len(value)} bytes of Avro to {topic} and consumed them back from "
+        f"partition {partition} offset {offset}: interaction {got['interaction_id']}"
+    )
+    return {"topic": topic, "partition": partition, "offset": offset, "event": got}
 
 
 def _sdk_events(settings: Settings, console: Console) -> None:
@@ -166,30 +174,30 @@ def _read_conversation(
     return found
 
 
-def _clickhouse_round_trip(settings: Settings, console: Console, record: dict[str, object]) -> None:
-    console.rule("[bold]4. the event into ClickHouse and back")
+def _clickhouse_sink(settings: Settings, console: Console, record: dict[str, object]) -> None:
+    console.rule("[bold]4. the sink: every topic into ClickHouse")
     client = connect(settings)
-    client.insert(
-        "raw_events",
-        [
-            [
-                record["topic"],
-                record["partition"],
-                record["offset"],
-                record["key"],
-                record["value"],
-                datetime.now(UTC),
-            ]
-        ],
-        column_names=["topic", "partition", "offset", "key", "value", "ts"],
+    query = (
+        "SELECT record_type, event_id FROM raw_events FINAL WHERE topic = {t:String} "
+        "AND partition = {p:UInt32} AND offset = {o:UInt64}"
     )
-    rows = client.query(
-        "SELECT topic, partition, offset, JSONExtractString(value, 'user_id') "
-        "FROM raw_events FINAL WHERE topic = {t:String} AND offset = {o:UInt64} "
-        "AND partition = {p:UInt32}",
-        parameters={"t": record["topic"], "o": record["offset"], "p": record["partition"]},
+    params = {"t": record["topic"], "p": record["partition"], "o": record["offset"]}
+    deadline = time.monotonic() + 60
+    rows: list[Any] = []
+    while not rows and time.monotonic() < deadline:
+        rows = list(client.query(query, parameters=params).result_rows)
+        time.sleep(0.5)
+    if not rows:
+        raise PrefloopError("the sink did not land the demo event in raw_events within 60 s")
+    console.print(f"  the round-trip event is in raw_events: {rows[0][0]} {rows[0][1]}")
+    counts = client.query(
+        "SELECT topic, record_type, uniqExact(event_id) FROM raw_events FINAL "
+        "GROUP BY topic, record_type ORDER BY topic"
     ).result_rows
-    console.print(f"  wrote raw_events and read back {rows}")
+    table = Table("topic", "record type", "events", box=None)
+    for topic, record_type, count in counts:
+        table.add_row(topic, record_type, str(count))
+    console.print(table)
 
 
 def _ray_task(settings: Settings, console: Console, record: dict[str, object]) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -17,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prefloop.errors import StackError
 from prefloop.settings import Settings
 from prefloop.stack.process import port_answers
+from prefloop_sdk import decode
 
 # librdkafka's own log: its transient warnings (a coordinator still loading, a
 # broker refusing while it starts) are noise to a user; errors still show.
@@ -186,3 +188,69 @@ def topic_message_counts(
         return counts
     finally:
         client.close()
+
+
+class TopicReader:
+    """Every record on a topic, from the start, as a read_committed consumer sees them.
+
+    ``records`` holds ``(record_type, record, partition, offset)``; values that are not
+    Avro single-object events (the worker's JSON topics) are kept as bytes.
+    """
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.records: list[tuple[str, Any, int, int]] = []
+        self._consumer = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
+        metadata = self._consumer.list_topics(topic, timeout=10)
+        partitions = metadata.topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+
+    def poll(self, seconds: float = 0.5) -> list[tuple[str, Any, int, int]]:
+        """Read what arrived within ``seconds``; returns the new records."""
+        new: list[tuple[str, Any, int, int]] = []
+        for message in self._consumer.consume(10_000, timeout=seconds):
+            if message.error() is not None:
+                continue
+            value = message.value() or b""
+            record: Any
+            try:
+                record_type, record = decode(value)
+            except Exception:
+                record_type, record = "", value
+            new.append((record_type, record, message.partition() or 0, message.offset() or 0))
+        self.records += new
+        return new
+
+    def wait_for(
+        self,
+        done: Callable[[list[tuple[str, Any, int, int]]], bool],
+        timeout: float,
+        what: str,
+        watch: Callable[[], None] | None = None,
+    ) -> list[tuple[str, Any, int, int]]:
+        """Poll until ``done(records)``; an AssertionError naming ``what`` after ``timeout``.
+
+        ``watch`` is called on every round (e.g. ``StreamWorker.check``).
+        """
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if watch is not None:
+                watch()
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what} did not arrive on {self.topic} in {timeout:.0f} s; "
+                    f"{len(self.records)} records there: {self.records!r:.2000}"
+                )
+            self.poll()
+        return self.records
+
+    def settle(self, quiet_s: float = 3.0) -> list[tuple[str, Any, int, int]]:
+        """Read until nothing new arrives for ``quiet_s`` seconds."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            if self.poll():
+                quiet_since = time.monotonic()
+        return self.records
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -6,7 +6,7 @@ a test its own uuid-named set of topics on it; ``tiny_model`` builds a small
 random-weight model and its tokenizer offline (re-exported from
 ``prefloop.serving.backends.tiny``, which GPU hosts import directly).
 ``StreamWorker`` runs ``prefloop worker`` as a process a test can SIGKILL;
-``TopicReader`` collects what lands on a topic, as a read_committed consumer sees it.
+``TopicReader`` (from ``prefloop.kafka``) collects what lands on a topic.
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ import http.client
 import socket
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from prefloop import kafka
+from prefloop.kafka import TopicReader
 from prefloop.serving.backends.tiny import tiny_model
 from prefloop.settings import Settings, child_environment, load_settings
 from prefloop.stack.kafka import KafkaCluster
 from prefloop.stack.local import worker_ready
 from prefloop.stack.process import ManagedProcess
-from prefloop_sdk import decode
 
 __all__ = [
     "StreamWorker",
@@ -162,69 +161,3 @@ class StreamWorker:
         """Fail with the log's tail if the worker has exited."""
         if not self.process.is_running():
             raise AssertionError(f"the stream worker exited; its log ends with:\n{self.log_tail()}")
-
-
-class TopicReader:
-    """Every record on a topic, from the start, as a read_committed consumer sees them.
-
-    ``records`` holds ``(record_type, record, partition, offset)``; values that are not
-    Avro single-object events (the worker's JSON topics) are kept as bytes.
-    """
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        from confluent_kafka import TopicPartition
-
-        self.topic = topic
-        self.records: list[tuple[str, Any, int, int]] = []
-        self._consumer = kafka.consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
-        metadata = self._consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-
-    def poll(self, seconds: float = 0.5) -> list[tuple[str, Any, int, int]]:
-        """Read what arrived within ``seconds``; returns the new records."""
-        new = []
-        for message in self._consumer.consume(10_000, timeout=seconds):
-            if message.error() is not None:
-                continue
-            try:
-                record_type, record = decode(message.value())
-            except Exception:
-                record_type, record = "", message.value()
-            new.append((record_type, record, message.partition(), message.offset()))
-        self.records += new
-        return new
-
-    def wait_for(
-        self,
-        done: Callable[[list[tuple[str, Any, int, int]]], bool],
-        timeout: float,
-        what: str,
-        watch: Callable[[], None] | None = None,
-    ) -> list[tuple[str, Any, int, int]]:
-        """Poll until ``done(records)``; an AssertionError naming ``what`` after ``timeout``.
-
-        ``watch`` is called on every round (e.g. ``StreamWorker.check``).
-        """
-        deadline = time.monotonic() + timeout
-        while not done(self.records):
-            if watch is not None:
-                watch()
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{what} did not arrive on {self.topic} in {timeout:.0f} s; "
-                    f"{len(self.records)} records there: {self.records!r:.2000}"
-                )
-            self.poll()
-        return self.records
-
-    def settle(self, quiet_s: float = 3.0) -> list[tuple[str, Any, int, int]]:
-        """Read until nothing new arrives for ``quiet_s`` seconds."""
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < quiet_s:
-            if self.poll():
-                quiet_since = time.monotonic()
-        return self.records
-
-    def close(self) -> None:
-        self._consumer.close()

@@ -37,13 +37,14 @@ from mode import CrashingSupervisor
 
 from prefloop import kafka
 from prefloop.settings import Settings
-from prefloop.streams import rolling, sampler_store
+from prefloop.streams import rolling
 from prefloop.streams.conversation_pairs import ConversationPairMiner
 from prefloop.streams.implicit_pairs import ImplicitPairMiner
 from prefloop.streams.inputs import Decoded, Inbox
 from prefloop.streams.normalize import prompt_key
 from prefloop.streams.pairs import AnnotationPairMiner, PairStep
 from prefloop.streams.records import Record
+from prefloop.streams.sampler_store import SamplerStore
 from prefloop.streams.sampling import Sampler
 from prefloop.streams.scoring import Scorer
 from prefloop.streams.topology import (
@@ -97,6 +98,7 @@ class StreamsApp:
         self.implicit_miner = ImplicitPairMiner()
         self.annotation_miner = AnnotationPairMiner()
         self.sampler = Sampler(sampling_config(settings))
+        self.sampler_store = SamplerStore(self.sampler._key)
         self.trigger = RetrainTrigger(settings.retrain_threshold, settings.retrain_busy_timeout_s)
         self.app = self._build()
 
@@ -155,7 +157,7 @@ class StreamsApp:
         app.agent(app.topic(t.model_events, **_RAW), name="lineage")(self._lineage_agent)
         app.agent(app.topic(st.retrain_queue, **_RAW), name="trigger")(self._trigger_agent)
         app.timer(s.streams_tick_s, on_leader=True)(self._tick)
-        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
         async def rolling_view(web: Any, request: Request) -> Response:
             return await self._rolling_view(web, request)
@@ -164,8 +166,8 @@ class StreamsApp:
             return await self._health_view(web, request)
 
         route = app.table_route(table=self.rolling_table, exact_key="rolling")
-        app.page("/prefloop/rolling/")(route(rolling_view))
-        app.page("/prefloop/health/")(health_view)
+        app.page("/prefloop/rolling/")(route(rolling_view))  # type: ignore[arg-type]
+        app.page("/prefloop/health/")(health_view)  # type: ignore[arg-type]
         self._inboxes = {
             name: Inbox(self.codec, f"{app_id(s)}.{name}")
             for name in ("score", "implicit", "sample", "annotate", "lineage", "trigger")
@@ -173,20 +175,20 @@ class StreamsApp:
         self._tick_producer: Any = None
         return app
 
-    async def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+    async def _on_assigned(self, sender: Any, *_: Any, **__: Any) -> None:
         self._sampler_loaded = False  # reload from the table: it may have moved
 
     # -- sending --------------------------------------------------------------
-    async def _publish(self, record_type: str, record: Record, topic: str | None = None) -> None:
+    def _publish(self, record_type: str, record: Record, topic: str | None = None) -> None:
         name = topic or self.topics.for_record(record_type)
         value = self.codec.encode(record_type, record)
-        await self.out[name].send(key=key_of(record_type, record), value=value)
+        self.out[name].send_soon(key=key_of(record_type, record), value=value)
 
-    async def _dead_letter(self, letter: Record, key: bytes | None = None) -> None:
+    def _dead_letter(self, letter: Record, key: bytes | None = None) -> None:
         if key is not None and letter.get("key") is None:
             letter = {**letter, "key": key}
         value = self.codec.encode("dead_letter", letter)
-        await self.out[self.topics.dlq].send(key=key, value=value)
+        self.out[self.topics.dlq].send_soon(key=key, value=value)
         log.warning(
             "dead letter from %s:%s:%s: %s",
             letter["source_topic"],
@@ -195,15 +197,15 @@ class StreamsApp:
             letter["reason"],
         )
 
-    async def _pairs(self, pairs: Iterable[Record]) -> None:
+    def _pairs(self, pairs: Iterable[Record]) -> None:
         for pair in pairs:
-            await self._publish("preference_pair", pair)
+            self._publish("preference_pair", pair)
             value = self.codec.encode("preference_pair", pair)
             key = pair["model_version"].encode()
-            await self.out[self.stream_topics.retrain_queue].send(key=key, value=value)
+            self.out[self.stream_topics.retrain_queue].send_soon(key=key, value=value)
 
-    async def _send_json(self, topic: str, key: bytes, record: Record) -> None:
-        await self.out[topic].send(key=key, value=json.dumps(record).encode())
+    def _send_json(self, topic: str, key: bytes, record: Record) -> None:
+        self.out[topic].send_soon(key=key, value=json.dumps(record).encode())
 
     def _read(self, agent: str, event: Any, expected: tuple[str, ...], now: int) -> Any:
         message = event.message
@@ -217,18 +219,18 @@ class StreamsApp:
             message, now = event.message, _now_ms()
             if message.topic == self.stream_topics.ticks:
                 tick = json.loads(event.value)
-                await self._score_timeouts(message.partition, int(tick["now"]))
+                self._score_timeouts(message.partition, int(tick["now"]))
                 continue
             expected = (
                 ("interaction",) if message.topic == self.topics.interactions else ("feedback",)
             )
             decoded, letter = self._read("score", event, expected, now)
             if letter is not None:
-                await self._dead_letter(letter, event.key)
+                self._dead_letter(letter, event.key)
                 continue
-            await self._score_event(decoded, message.partition, now)
+            self._score_event(decoded, message.partition, now)
 
-    async def _score_event(self, decoded: Decoded, partition: int, now: int) -> None:
+    def _score_event(self, decoded: Decoded, partition: int, now: int) -> None:
         record, source = decoded.record, decoded.source
         conversation = record["conversation_id"]
         held = self.conversations.get(conversation)
@@ -239,14 +241,14 @@ class StreamsApp:
             held_pairs = self.conversation_pairs.get(conversation)
             mined = self.conversation_miner.on_interaction(held_pairs, record, now, source)
             self.conversation_pairs[conversation] = mined.state
-            await self._pairs(mined.pairs)
+            self._pairs(mined.pairs)
         else:
             step = self.scorer.on_feedback(state, record, now, source)
         if step.state is not state:
             self.conversations[conversation] = {"p": partition, "s": step.state}
-        await self._after_scoring(conversation, step.scores, step.rejected, now, source)
+        self._after_scoring(conversation, step.scores, step.rejected, now, source)
 
-    async def _score_timeouts(self, partition: int, now: int) -> None:
+    def _score_timeouts(self, partition: int, now: int) -> None:
         due = [
             key for key, held in list(self.conversations.items()) if held and held["p"] == partition
         ]
@@ -257,32 +259,32 @@ class StreamsApp:
             step = self.scorer.on_timer(held["s"], now)
             if step.state is not held["s"]:
                 self.conversations[conversation] = {"p": partition, "s": step.state}
-            await self._after_scoring(conversation, step.scores, step.rejected, now, None)
+            self._after_scoring(conversation, step.scores, step.rejected, now, None)
             if self.scorer.can_forget(step.state, now):
                 del self.conversations[conversation]
                 self.conversation_pairs.pop(conversation, None)
 
-    async def _after_scoring(
+    def _after_scoring(
         self, conversation: str, scores: list[Record], rejected: list[Any], now: int, source: Any
     ) -> None:
         inbox = self._inboxes["score"]
         for item in rejected:
-            await self._dead_letter(inbox.rejected(item, now))
+            self._dead_letter(inbox.rejected(item, now))
         for score in scores:
-            await self._publish("scored_interaction", score)
+            self._publish("scored_interaction", score)
             mined = self.conversation_miner.on_score(
                 self.conversation_pairs.get(conversation), score, now, source
             )
             self.conversation_pairs[conversation] = mined.state
-            await self._pairs(mined.pairs)
+            self._pairs(mined.pairs)
             for scored in mined.scored:
-                await self._send_json(
+                self._send_json(
                     self.stream_topics.by_prompt, prompt_key(scored["messages"]).encode(), scored
                 )
                 if scored["revision"] == 0:
-                    await self._send_json(self.stream_topics.sampling, _SAMPLER_KEY, scored)
+                    self._send_json(self.stream_topics.sampling, _SAMPLER_KEY, scored)
             if score["revision"] == 0:
-                await self._send_json(
+                self._send_json(
                     self.stream_topics.rolling, rolling.metric_key(score).encode(), score
                 )
 
@@ -301,16 +303,16 @@ class StreamsApp:
             step = self.implicit_miner.on_scored(held, scored, now, source)
             if step.state is not held:
                 self.prompts[key] = step.state
-            await self._pairs(step.pairs)
+            self._pairs(step.pairs)
 
     # -- sample: the global annotation sampler ------------------------------------
     def _load_sampler(self) -> None:
         if not self._sampler_loaded:
-            self._sampler_state = sampler_store.unflatten(list(self.sampler_table.items()))
+            self._sampler_state = self.sampler_store.load(list(self.sampler_table.items()))
             self._sampler_loaded = True
 
     def _save_sampler(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        writes, deletes = sampler_store.changes(old, new)
+        writes, deletes = self.sampler_store.changes(old, new)
         for key, value in writes.items():
             self.sampler_table[key] = value
         for key in deletes:
@@ -332,7 +334,7 @@ class StreamsApp:
             if step.state is not state:
                 self._save_sampler(state, step.state)
             for task in step.tasks:
-                await self._publish("annotation_task", task)
+                self._publish("annotation_task", task)
 
     # -- rolling: one-minute buckets per model version and arm ------------------------
     async def _rolling_agent(self, stream: Any) -> None:
@@ -386,14 +388,14 @@ class StreamsApp:
             now = _now_ms()
             decoded, letter = self._read("annotate", event, ("annotation_result",), now)
             if letter is not None:
-                await self._dead_letter(letter, event.key)
+                self._dead_letter(letter, event.key)
                 continue
             key = (event.key or b"").decode() or decoded.record["task_id"]
             step = self.annotation_miner.on_result(
                 self.annotations.get(key), decoded.record, now, decoded.source
             )
             self.annotations[key] = step.state
-            await self._pairs(step.pairs)
+            self._pairs(step.pairs)
 
     # -- lineage and trigger: pairs per model version into RETRAIN_REQUESTED --------
     async def _lineage_agent(self, stream: Any) -> None:
@@ -401,12 +403,12 @@ class StreamsApp:
             now = _now_ms()
             decoded, letter = self._read("lineage", event, ("model_event",), now)
             if letter is not None:
-                await self._dead_letter(letter, event.key)
+                self._dead_letter(letter, event.key)
                 continue
             record = decoded.record
             parent = record.get("parent_version")
             if parent and (record["kind"] in ENDS_TRAINING or record["kind"] == "TRAINING_STARTED"):
-                await self.out[self.stream_topics.retrain_queue].send(
+                self.out[self.stream_topics.retrain_queue].send_soon(
                     key=parent.encode(), value=event.value
                 )
 
@@ -415,7 +417,7 @@ class StreamsApp:
             now = _now_ms()
             decoded, letter = self._read("trigger", event, ("preference_pair", "model_event"), now)
             if letter is not None:
-                await self._dead_letter(letter, event.key)
+                self._dead_letter(letter, event.key)
                 continue
             record = decoded.record
             if decoded.record_type == "preference_pair":
@@ -427,7 +429,7 @@ class StreamsApp:
                 step = self.trigger.request_if_ready(step.state, version, event.message.topic, now)
             self.lineages[version] = step.state
             for model_event in step.events:
-                await self._publish("model_event", model_event)
+                self._publish("model_event", model_event)
                 log.warning(
                     "retrain requested for %s on %s pairs",
                     model_event["model_version"],

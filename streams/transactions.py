@@ -10,10 +10,11 @@ is the one that makes consume-transform-produce exactly once: everything produce
 while processing an input goes into the transaction of the input's task.
 
 Faust also commits from its own task at any moment, even while an agent is half way
-through an event: the outputs sent so far would commit without the event's offset and
-be sent again on replay. A :class:`ProcessingGate` closes around each commit: it waits
-for the events in flight to finish (their agents then ack them), holds new ones back,
-and the commit takes the offsets acked by then.
+through an event: outputs sent so far would commit without the event's offset and be
+sent again on replay. So the agents never await inside an event: their outputs and
+table writes go to Faust's producer buffer (``send_soon``) in one synchronous step,
+acked in the same step; and a :class:`ProcessingGate` holds new events back while a
+commit publishes what the acked events buffered and commits it with their offsets.
 
 Table writes are sent later, from Faust's producer buffer, outside the event: Faust
 picks their producer by the changelog's own topic group, whose transaction no input
@@ -92,6 +93,7 @@ class TaskTransactionManager(TransactionManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._buffered: dict[asyncio.Future[Any], TP | None] = {}
+        self._dirty: set[str] = set()  # tasks that produced since the last commit
         buffer_send = self.producer.send_soon
         buffer: Any = self.producer.buffer
         publish = buffer._send_pending
@@ -123,7 +125,37 @@ class TaskTransactionManager(TransactionManager):
             assigned = consumer.assignment()
             acked = consumer._filter_committable_offsets(set(consumer._acked))
             offsets = {**offsets, **{tp: o for tp, o in acked.items() if tp in assigned}}
-            return bool(await super().commit(offsets, start_new_transaction))
+            done = bool(await super().commit(offsets, start_new_transaction))
+            # a task that produced since its last commit but has no new offset (its last
+            # table writes left the buffer after that commit): commit it too, or its
+            # transaction would stay open until the broker times it out and aborts it
+            committed = {self._task_of(tp) for tp in offsets}
+            producer: Any = self.producer
+            for task in sorted(self._dirty - committed):
+                if task in producer._transaction_producers:
+                    await producer.commit_transaction(task)
+                    await producer.begin_transaction(task)
+            self._dirty.clear()
+        self._resume_drained_partitions()
+        return done
+
+    def _resume_drained_partitions(self) -> None:
+        """Resume input partitions paused for a full agent queue once the queue drained.
+
+        Faust pauses a partition when an agent's queue is full and resumes it from the
+        queue's pressure-drop callback; under a backlog that callback can be missed and
+        the partition then stays paused for good (seen after a restart: one input
+        partition never read again). Checked after every commit.
+        """
+        consumer: Any = self.consumer
+        index = self.app.topics._tp_index  # type: ignore[attr-defined]
+        for tp in list(consumer._buffered_partitions):
+            queues = [channel.queue for channel in index.get(tp, ())]
+            if all(q.qsize() <= q.pressure_drop_size for q in queues):
+                consumer.on_buffer_drop(tp)
+
+    def _task_of(self, tp: TP) -> str:
+        return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
 
     async def send(
         self,
@@ -140,8 +172,8 @@ class TaskTransactionManager(TransactionManager):
         source = event.message.tp if event is not None else _SOURCE.get()
         if source is None:  # not caused by an input: Faust's own rule
             return await super().send(topic, key, value, partition, timestamp, headers)
-        group = self.app.assignor.group_for_topic(source.topic)
-        task = f"{self.app.conf.id}-{group}-{source.partition}"
+        task = self._task_of(source)
+        self._dirty.add(task)
         destination = self.consumer.key_partition(topic, key, partition)
         return await self.producer.send(
             topic, key, value, destination, timestamp, headers, transactional_id=task
@@ -151,4 +183,4 @@ class TaskTransactionManager(TransactionManager):
 def install(app: faust.App, gate: ProcessingGate) -> None:
     """Make ``app`` use :class:`TaskTransactionManager` with ``gate`` (before it starts)."""
     manager = type("GatedTransactionManager", (TaskTransactionManager,), {"gate": gate})
-    app.transport.TransactionManager = manager  # type: ignore[attr-defined]
+    app.transport.TransactionManager = manager  # type: ignore[misc]

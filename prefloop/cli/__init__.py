@@ -279,8 +279,9 @@ def sink(ctx: click.Context) -> None:
 def demo(ctx: click.Context) -> None:
     """The main job: bring the stack up, run each stage of the loop, bring it down."""
     from prefloop.demo import run_demo
+    from prefloop.demo_streams import demo_settings
 
-    run_demo(_settings(ctx), console)
+    run_demo(demo_settings(_settings(ctx)), console)
 
 
 def _first_line(exc: BaseException) -> str:
