@@ -58,7 +58,7 @@ def _kafka_round_trip(settings: Settings, console: Console) -> dict[str, object]
         "turn": 0,
         "ts": int(time.time() * 1000),
         "user_id": "demo-user",
-        "session_id": None,
+        "session_id": "demo-session",
         "experiment_id": None,
         "arm": None,
         "model_version": "base",
