@@ -16,11 +16,13 @@ table writes go to Faust's producer buffer (``send_soon``) in one synchronous st
 acked in the same step; and a :class:`ProcessingGate` holds new events back while a
 commit publishes what the acked events buffered and commits it with their offsets.
 
-Table writes are sent later, from Faust's producer buffer, outside the event: Faust
-picks their producer by the changelog's own topic group, whose transaction no input
-offset ever commits, so they sat in a transaction that timed out (and were lost to a
-crash while their inputs counted as done). They are routed to the task of the event
-that made them, and a commit first waits for the buffer (found by the SIGKILL test).
+Buffered messages are published later, from the buffer's own task, outside the event:
+Faust picked their producer by the destination's topic group (for a changelog, one whose
+transaction no input offset ever commits), so they sat in a transaction that timed out
+and were lost to a crash while their inputs counted as done. Each buffered message is
+routed to the task of the event that made it, a commit first waits for the buffer, and
+a task that produced without a new offset is committed too (all found by the SIGKILL
+test).
 
 :class:`TaskTransactionManager` applies that rule: a send made while an agent
 processes an event goes through the transactional producer of the event's task,
