@@ -36,6 +36,7 @@ def ports(settings: Settings) -> list[int]:
         settings.kafka_controller_port,
         settings.clickhouse_port,
         settings.ray_port,
+        settings.streams_web_port,
     ]
 
 
@@ -43,7 +44,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
     settings = isolated_settings(tmp_path / "home", ray_object_store_mb=128)
     up = prefloop(settings, "up")
     assert up.returncode == 0, up.stderr
-    assert "up: started kafka-1, clickhouse, ray" in up.stdout
+    assert "up: started kafka-1, clickhouse, ray, worker" in up.stdout
     pids = {}
     try:
         status = prefloop(settings, "status", "--json")
@@ -53,6 +54,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
             "kafka-1": "up",
             "clickhouse": "up",
             "ray": "up",
+            "worker": "up",
         }
         assert rows["kafka-1"]["version"] == "4.4.0"
         assert rows["kafka-1"]["topics"][settings.topics.interactions] == 0
