@@ -291,7 +291,7 @@ def conversation_workload(feed: Feed, count: int, prefix: str = "k") -> None:
     feed.producer.flush(30)
 
 
-BACKLOG = {"streams_unknown_grace_s": 120.0, "streams_inactivity_s": 120.0}
+BACKLOG = {"streams_unknown_grace_s": 900.0, "streams_inactivity_s": 900.0}
 """For a workload published before the worker reads it: Kafka orders a partition, not
 the interactions topic against the feedback topic, so on a backlog a feedback event can
 be read well before its interaction; the scorer holds it for the grace (processing time)."""
