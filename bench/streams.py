@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from confluent_kafka import TopicPartition
 
 from prefloop import kafka
 from prefloop.settings import Settings, child_environment
+from prefloop.stack.local import worker_ready
 from prefloop.streams import rolling
 from prefloop.streams.conversation_pairs import ConversationPairMiner
 from prefloop.streams.normalize import prompt_key
@@ -172,14 +172,6 @@ def plain_loop(settings: Settings) -> float:
     return EVENTS / (time.perf_counter() - started)
 
 
-def _assigned(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/prefloop/health/", timeout=2) as r:
-            return bool(json.loads(r.read())["assigned"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def _consumed(settings: Settings, group: Any, ends: dict[TopicPartition, int]) -> bool:
     committed = group.committed(list(ends), timeout=10)
     return all(tp.offset >= ends[TopicPartition(tp.topic, tp.partition)] for tp in committed)
@@ -198,7 +190,7 @@ def worker_run(settings: Settings) -> float:
     argv = [sys.executable, "-m", "prefloop.cli", "worker"]
     worker.process.start(argv, env=child_environment(settings))
     try:
-        while not _assigned(settings.streams_web_port):
+        while not worker_ready(settings.streams_web_port):
             worker.check()
             time.sleep(0.05)
         started = time.perf_counter()
