@@ -123,10 +123,14 @@ class TaskTransactionManager(TransactionManager):
             if self._buffered:  # table writes made before this commit belong to it
                 await asyncio.wait(list(self._buffered))
             # events acked while the gate closed are in this transaction: commit them too
+            # added to Faust's own mapping, in place: Faust records what it committed
+            # from that same mapping once this returns; an offset committed here but
+            # missing there would leave Faust's idea of the committed offset behind,
+            # and it would never commit that partition again
             consumer: Any = self.consumer
             assigned = consumer.assignment()
             acked = consumer._filter_committable_offsets(set(consumer._acked))
-            offsets = {**offsets, **{tp: o for tp, o in acked.items() if tp in assigned}}
+            offsets.update({tp: o for tp, o in acked.items() if tp in assigned})
             done = bool(await super().commit(offsets, start_new_transaction))
             # a task that produced since its last commit but has no new offset (its last
             # table writes left the buffer after that commit): commit it too, or its
@@ -138,23 +142,7 @@ class TaskTransactionManager(TransactionManager):
                     await producer.commit_transaction(task)
                     await producer.begin_transaction(task)
             self._dirty.clear()
-        self._resume_drained_partitions()
         return done
-
-    def _resume_drained_partitions(self) -> None:
-        """Resume input partitions paused for a full agent queue once the queue drained.
-
-        Faust pauses a partition when an agent's queue is full and resumes it from the
-        queue's pressure-drop callback; under a backlog that callback can be missed and
-        the partition then stays paused for good (seen after a restart: one input
-        partition never read again). Checked after every commit.
-        """
-        consumer: Any = self.consumer
-        index = self.app.topics._tp_index  # type: ignore[attr-defined]
-        for tp in list(consumer._buffered_partitions):
-            queues = [channel.queue for channel in index.get(tp, ())]
-            if all(q.qsize() <= q.pressure_drop_size for q in queues):
-                consumer.on_buffer_drop(tp)
 
     def _task_of(self, tp: TP) -> str:
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
