@@ -41,7 +41,7 @@ from prefloop.streams.conversation_pairs import ConversationPairMiner
 from prefloop.streams.normalize import prompt_key
 from prefloop.streams.scoring import Scorer
 from prefloop.streams.topology import StreamTopics, app_id, ensure_stream_topics
-from prefloop.testing import StreamWorker, free_port, fresh_topics, local_kafka
+from prefloop.testing import StreamWorker, committed_past, free_port, fresh_topics, local_kafka
 from prefloop_sdk import FeedbackClient, InteractionIds, decode, encode
 from prefloop_sdk.events import key_of
 
@@ -172,11 +172,6 @@ def plain_loop(settings: Settings) -> float:
     return EVENTS / (time.perf_counter() - started)
 
 
-def _consumed(settings: Settings, group: Any, ends: dict[TopicPartition, int]) -> bool:
-    committed = group.committed(list(ends), timeout=10)
-    return all(tp.offset >= ends[TopicPartition(tp.topic, tp.partition)] for tp in committed)
-
-
 def worker_run(settings: Settings) -> float:
     """The worker through the backlog; events/s from assignment to the last commit."""
     t = settings.topics
@@ -184,8 +179,7 @@ def worker_run(settings: Settings) -> float:
     ends = {}
     for topic in (t.interactions, t.feedback):
         for p in range(settings.topic_partitions):
-            tp = TopicPartition(topic, p)
-            ends[tp] = probe.get_watermark_offsets(tp, timeout=10)[1]
+            ends[(topic, p)] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
     worker = StreamWorker(settings)
     argv = [sys.executable, "-m", "prefloop.cli", "worker"]
     worker.process.start(argv, env=child_environment(settings))
@@ -194,7 +188,7 @@ def worker_run(settings: Settings) -> float:
             worker.check()
             time.sleep(0.05)
         started = time.perf_counter()
-        while not _consumed(settings, probe, ends):
+        while not committed_past(probe, ends):
             worker.check()
             time.sleep(0.05)
         elapsed = time.perf_counter() - started

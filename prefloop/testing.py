@@ -12,15 +12,18 @@ random-weight model and its tokenizer offline (re-exported from
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from confluent_kafka import TopicPartition
 
 from prefloop import kafka
 from prefloop.kafka import TopicReader
@@ -133,6 +136,13 @@ def fresh_topics(settings: Settings, **overrides: Any) -> Settings:
     return scoped
 
 
+def committed_past(group: Any, wanted: Mapping[tuple[str, int], int]) -> bool:
+    """Whether ``group`` (a confluent consumer of the consumer group to check) has
+    committed, on each ``(topic, partition)`` of ``wanted``, at least the offset given."""
+    committed = group.committed([TopicPartition(t, p) for t, p in wanted], timeout=10)
+    return all(tp.offset >= wanted[(tp.topic, tp.partition)] for tp in committed)
+
+
 class StreamWorker:
     """``prefloop worker`` under ``settings`` in its own process (log in the home's logs)."""
 
@@ -157,6 +167,12 @@ class StreamWorker:
 
     def log_tail(self) -> str:
         return self.process.log_tail()
+
+    def health(self) -> Any:
+        """The worker's ``/prefloop/health/`` view (held, paused, lagging partitions)."""
+        url = f"http://127.0.0.1:{self.settings.streams_web_port}/prefloop/health/"
+        _, _, body = http_request("GET", url, timeout=10)
+        return json.loads(body)
 
     def check(self) -> None:
         """Fail with the log's tail if the worker has exited."""

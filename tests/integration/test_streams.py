@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 from streams_events import MINUTE, SECOND, feedback, interaction
 
 from prefloop import kafka
 from prefloop.settings import Settings
 from prefloop.streams.topology import StreamTopics, app_id
-from prefloop.testing import StreamWorker, TopicReader, free_port, fresh_topics, http_request
+from prefloop.testing import (
+    StreamWorker,
+    TopicReader,
+    committed_past,
+    free_port,
+    fresh_topics,
+    http_request,
+)
 from prefloop_sdk import encode
 from prefloop_sdk.events import key_of
 
@@ -84,10 +90,7 @@ class Feed:
         group = kafka.consumer(self.settings, app_id(self.settings))
         try:
             deadline = time.monotonic() + timeout
-            while True:
-                committed = group.committed([TopicPartition(t, p) for t, p in wanted], timeout=10)
-                if all(tp.offset >= wanted[(tp.topic, tp.partition)] for tp in committed):
-                    return
+            while not committed_past(group, wanted):
                 assert time.monotonic() < deadline, f"the worker did not consume {wanted}"
                 time.sleep(0.1)
         finally:
@@ -314,12 +317,6 @@ def assert_exactly_once(out: dict[str, TopicReader], conversations: int) -> None
     assert [(r["kind"], r["model_version"]) for r in requests] == [("RETRAIN_REQUESTED", "v1")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, open in issue 4: after a SIGKILL the restarted worker sometimes "
-    "stops reading some input partitions (committed offsets stay behind the end), so not "
-    "every pair arrives; when it finishes, nothing is lost or repeated",
-)
 def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
@@ -335,9 +332,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
         done_at_kill = len(out["preferences"].poll(0.1)) + 20
         assert done_at_kill < conversations, "the worker finished before it was killed"
         worker = StreamWorker(s).start()
-        out["preferences"].wait_for(
-            lambda r: len(r) >= conversations, 180, "every pair", worker.check
-        )
+        try:
+            out["preferences"].wait_for(
+                lambda r: len(r) >= conversations, 180, "every pair", worker.check
+            )
+        except AssertionError as stalled:
+            raise AssertionError(f"{stalled}\nthe worker's health: {worker.health()}") from None
         out["model_events"].wait_for(lambda r: len(r) >= 1, 60, "the retrain request")
         for reader in out.values():
             reader.settle(4.0)
