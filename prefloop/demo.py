@@ -22,7 +22,7 @@ from prefloop.settings import Settings
 from prefloop.stack.local import LocalStack
 from prefloop.stack.ray import connect as connect_ray
 from prefloop.stack.ray import head_address
-from prefloop_sdk import decode, encode
+from prefloop_sdk import encode
 from prefloop_sdk.events import key_of
 
 
@@ -157,21 +157,25 @@ def _sdk_events(settings: Settings, console: Console) -> None:
 def _read_conversation(
     settings: Settings, topics: list[str], conversation: str, expected: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    consumer = kafka.consumer(settings, group_id=f"prefloop-demo-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe(topics)
-    found: list[tuple[str, str, dict[str, Any]]] = []
+    readers = [kafka.TopicReader(settings, topic) for topic in topics]
+
+    def found() -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            (reader.topic, str(record_type), record)
+            for reader in readers
+            for record_type, record, _, _ in reader.records
+            if isinstance(record, dict) and record.get("conversation_id") == conversation
+        ]
+
     deadline = time.monotonic() + 30
     try:
-        while len(found) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error() or message.key() != conversation.encode():
-                continue
-            record_type, record = decode(message.value() or b"")
-            found.append((str(message.topic()), str(record_type), record))
+        while len(found()) < expected and time.monotonic() < deadline:
+            for reader in readers:
+                reader.poll(0.25)
     finally:
-        consumer.close()
-    found.sort(key=lambda item: item[2]["ts"])
-    return found
+        for reader in readers:
+            reader.close()
+    return sorted(found(), key=lambda item: item[2]["ts"])
 
 
 def _clickhouse_sink(settings: Settings, console: Console, record: dict[str, object]) -> None:
