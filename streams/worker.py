@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from prefloop.settings import Settings
@@ -11,11 +13,21 @@ from prefloop.streams.topology import ensure_stream_topics
 __all__ = ["run_worker"]
 
 
+class _Backpressure(logging.Filter):
+    """Drops Faust's "producer buffer full" warning: logged for every message sent while
+    more than 100 wait to be published, it is backpressure working as designed, and it
+    flooded the log of any worker catching up on a backlog."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("producer buffer full")
+
+
 def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     """Create the topics, then run the agents until SIGTERM or SIGINT (a clean stop).
 
     SIGUSR1 prints where each of the worker's tasks waits (Faust's own handler).
     """
+    logging.getLogger("faust.transport.producer").addFilter(_Backpressure())
     ensure_stream_topics(settings)
     (settings.home / "streams").mkdir(parents=True, exist_ok=True)
     streams = StreamsApp(settings)
