@@ -328,7 +328,13 @@ Where the worker's time goes: every input event becomes about ten Kafka messages
 writes of two tables, the score, the hand-offs to the implicit, sampling and rolling agents,
 which write their own tables), and Faust publishes its buffered messages one at a time from
 a single task; at-least-once is slower still, as Faust flushes that buffer before each
-commit. Batching those sends is the next step for throughput.
+commit. A sampled profile of the worker on this backlog (py-spy, 15 s at 50 Hz) puts about
+half of its time in producing those messages (aiokafka's sender building and sending
+produce requests 33 %, Faust's buffer handing each message to its transactional producer
+16 %), 13 % in the fetch thread and 16 % in the agents, of which the scoring and pair logic
+with the Avro codec is 6 %; the loop idles 17 %. A producer linger of 5 ms or a ten times
+larger Faust buffer did not change the rate beyond run-to-run noise. Reaching the target
+needs an output path that skips Faust's per-message producer machinery.
 """
     write_section("Stream worker: events/s vs a plain consume loop, and latency", body)
     print(body)
