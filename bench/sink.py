@@ -91,12 +91,7 @@ def produce(settings: Settings, topic: str) -> float:
         events.append((key_of("interaction", record), codec.encode("interaction", record)))
     producer = kafka.producer(settings)
     for key, value in events:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.001)
+        kafka.produce_waiting(producer, topic, value, key)
     assert producer.flush(120) == 0
     return statistics.mean(len(value) for _, value in events)
 

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +119,7 @@ def plain_loop(settings: Settings) -> float:
     scorer, miner = Scorer(), ConversationPairMiner()
     states: dict[str, Any] = {}
     pair_states: dict[str, Any] = {}
-
-    def send(topic: str, value: bytes, key: bytes | None) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                return
-            except BufferError:
-                producer.poll(0.01)
+    send = partial(kafka.produce_waiting, producer)
 
     def pairs(found: list[dict[str, Any]]) -> None:
         for pair in found:

@@ -74,23 +74,21 @@ def _kafka_round_trip(settings: Settings, console: Console) -> dict[str, object]
     value = encode("interaction", event)
     producer.produce(topic, key=key_of("interaction", event), value=value)
     producer.flush(30)
+
+    def ours(records: list[tuple[str, Any, int, int]]) -> list[tuple[str, Any, int, int]]:
+        return [
+            item
+            for item in records
+            if isinstance(item[1], dict)
+            and item[1].get("interaction_id") == event["interaction_id"]
+        ]
+
     reader = kafka.TopicReader(settings, topic)
     try:
-        found = reader.wait_for(
-            lambda records: any(
-                r.get("interaction_id") == event["interaction_id"]
-                for _, r, _, _ in records
-                if isinstance(r, dict)
-            ),
-            30,
-            "the demo event",
-        )
+        found = reader.wait_for(lambda records: bool(ours(records)), 30, "the demo event")
     finally:
         reader.close()
-    _, got, partition, offset = next(
-        item for item in found if isinstance(item[1], dict)
-        and item[1].get("interaction_id") == event["interaction_id"]
-    )  # fmt: skip
+    _, got, partition, offset = ours(found)[0]
     console.print(
         f"  produced {len(value)} bytes of Avro to {topic} and consumed them back from "
         f"partition {partition} offset {offset}: interaction {got['interaction_id']}"

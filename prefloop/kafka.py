@@ -50,6 +50,16 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
+def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None = None) -> None:
+    """``producer.produce``, waiting while its local queue is full (deliveries drain it)."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.001)
+
+
 def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     config: dict[str, Any] = {
         **client_config(settings),

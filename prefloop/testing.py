@@ -6,7 +6,7 @@ a test its own uuid-named set of topics on it; ``tiny_model`` builds a small
 random-weight model and its tokenizer offline (re-exported from
 ``prefloop.serving.backends.tiny``, which GPU hosts import directly).
 ``StreamWorker`` runs ``prefloop worker`` as a process a test can SIGKILL;
-``TopicReader`` (from ``prefloop.kafka``) collects what lands on a topic.
+``prefloop.kafka.TopicReader`` collects what lands on a topic.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 from confluent_kafka import TopicPartition
 
 from prefloop import kafka
-from prefloop.kafka import TopicReader
 from prefloop.serving.backends.tiny import tiny_model
 from prefloop.settings import Settings, child_environment, load_settings
 from prefloop.stack.kafka import KafkaCluster
@@ -35,7 +34,7 @@ from prefloop.stack.process import ManagedProcess
 
 __all__ = [
     "StreamWorker",
-    "TopicReader",
+    "committed_past",
     "free_port",
     "free_port_block",
     "fresh_topics",

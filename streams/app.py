@@ -200,11 +200,14 @@ class StreamsApp:
         )
 
     def _pairs(self, pairs: Iterable[Record]) -> None:
+        """Each pair to ``preferences`` (keyed by conversation) and to the retrain queue
+        (keyed by model version), encoded once."""
+        preferences = self.out[self.topics.preferences]
+        queue = self.out[self.stream_topics.retrain_queue]
         for pair in pairs:
-            self._publish("preference_pair", pair)
             value = self.codec.encode("preference_pair", pair)
-            key = pair["model_version"].encode()
-            self.out[self.stream_topics.retrain_queue].send_soon(key=key, value=value)
+            preferences.send_soon(key=key_of("preference_pair", pair), value=value)
+            queue.send_soon(key=pair["model_version"].encode(), value=value)
 
     def _send_json(self, topic: str, key: bytes, record: Record) -> None:
         self.out[topic].send_soon(key=key, value=json.dumps(record).encode())

@@ -13,11 +13,11 @@ import pytest
 from streams_events import MINUTE, SECOND, feedback, interaction
 
 from prefloop import kafka
+from prefloop.kafka import TopicReader
 from prefloop.settings import Settings
 from prefloop.streams.topology import StreamTopics, app_id
 from prefloop.testing import (
     StreamWorker,
-    TopicReader,
     committed_past,
     free_port,
     fresh_topics,
