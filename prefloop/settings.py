@@ -208,6 +208,47 @@ class Settings(BaseSettings):
         1.0, gt=0, description="seconds the ClickHouse sink waits at most before inserting"
     )
 
+    # -- serving -------------------------------------------------------------
+    model_registry: str | None = Field(
+        None,
+        description="where model versions live: a directory or an fsspec URL (s3://, gs://, "
+        "...); unset: <home>/models",
+    )
+    serve_port: Port = Field(8000, ge=1, le=65535, description="HTTP port of the A/B router")
+    serve_replicas: int = Field(
+        1, ge=1, description="replicas of the A/B router (each holds both arms)"
+    )
+    serve_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per replica; fractions share a GPU (0.5: two replicas on one)"
+    )
+    serve_autoscaling: str = Field(
+        "",
+        description='Ray Serve autoscaling_config as JSON, e.g. {"min_replicas": 1, '
+        '"max_replicas": 4}; empty: a fixed number of replicas',
+    )
+    serve_device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="device of the models: cpu, cuda or cuda:N",
+    )
+    serve_max_batch_size: int = Field(8, ge=1, description="requests one model batch holds at most")
+    serve_batch_wait_ms: float = Field(
+        0.0, ge=0, description="milliseconds a batch waits to fill (0: take what is queued)"
+    )
+    serve_max_ongoing: int = Field(
+        64, ge=1, description="requests one replica takes at once before the proxy queues"
+    )
+    serve_request_timeout_s: float = Field(
+        60.0, gt=0, description="seconds a chat request may take before it fails with 504"
+    )
+    serve_max_prompt_chars: int = Field(
+        32_000, ge=1, description="characters of all messages one request may carry"
+    )
+    serve_max_body_kb: int = Field(512, ge=1, description="largest chat request body, in KiB")
+    serve_max_tokens: int = Field(
+        1024, ge=1, description="largest max_tokens a request may ask for"
+    )
+
     # -- Ray -----------------------------------------------------------------
     ray_address: str | None = Field(
         None,

@@ -19,7 +19,7 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["BUCKETS", "ArmAssignment", "Split", "SplitError", "bucket_of"]
+__all__ = ["BUCKETS", "ArmAssignment", "Routing", "Split", "SplitError", "bucket_of"]
 
 BUCKETS = 10_000
 """Buckets per experiment: the split's resolution is 100 / BUCKETS percent."""
@@ -37,12 +37,12 @@ def bucket_of(salt: str, user_id: str) -> int:
 
 @dataclass(frozen=True)
 class ArmAssignment:
-    """Where one request goes."""
+    """Where one request goes; outside an experiment only ``model_version`` is set."""
 
-    experiment_id: str
-    arm: str  # "A" (current) or "B" (candidate)
+    experiment_id: str | None
+    arm: str | None  # "A" (current) or "B" (candidate)
     model_version: str
-    bucket: int
+    bucket: int | None
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,60 @@ class Split:
         if salt is not None and not isinstance(salt, str):
             raise SplitError(f"experiment field 'salt' must be a string, got {salt!r}")
         return cls(split=float(split), salt=salt, **values)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the router serves: one version to everyone, or an experiment between two.
+
+    It is the router deployment's ``user_config``: ``{"version": "v1"}`` or
+    ``{"experiment": {"experiment_id": ..., "a": ..., "b": ..., "split": ...}}``.
+    """
+
+    version: str | None = None
+    experiment: Split | None = None
+
+    def __post_init__(self) -> None:
+        if (self.version is None) == (self.experiment is None):
+            raise SplitError(
+                "routing needs exactly one of a version (serve it to everyone) or an "
+                "experiment (split users between two versions)"
+            )
+        if self.version is not None and not self.version.strip():
+            raise SplitError("the served version is empty: name a registered version")
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The model versions this routing serves."""
+        if self.experiment is not None:
+            return (self.experiment.a, self.experiment.b)
+        assert self.version is not None
+        return (self.version,)
+
+    def assign(self, user_id: str) -> ArmAssignment:
+        if self.experiment is not None:
+            return self.experiment.assign(user_id)
+        assert self.version is not None
+        return ArmAssignment(None, None, self.version, None)
+
+    def to_config(self) -> dict[str, Any]:
+        if self.experiment is not None:
+            return {"experiment": self.experiment.to_config()}
+        return {"version": self.version}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> Routing:
+        if not isinstance(config, Mapping) or set(config) not in ({"version"}, {"experiment"}):
+            raise SplitError(
+                f'routing config {config!r} is not valid: give {{"version": V}} or '
+                '{"experiment": {...}}'
+            )
+        if "experiment" in config:
+            experiment = config["experiment"]
+            if not isinstance(experiment, Mapping):
+                raise SplitError(f"the experiment must be an object, got {experiment!r}")
+            return cls(experiment=Split.from_config(experiment))
+        version = config["version"]
+        if not isinstance(version, str):
+            raise SplitError(f"the served version must be a string, got {version!r}")
+        return cls(version=version)

@@ -15,12 +15,14 @@ from .base import Backend, FinishReason, Generation, GenerationRequest
 from .exceptions import BackendError, GenerationError, InvalidRequestError, ModelLoadError
 
 if TYPE_CHECKING:
+    from .echo import EchoBackend
     from .hf import TransformersBackend
     from .tiny import tiny_model
 
 __all__ = [
     "Backend",
     "BackendError",
+    "EchoBackend",
     "FinishReason",
     "Generation",
     "GenerationError",
@@ -31,7 +33,7 @@ __all__ = [
     "tiny_model",
 ]
 
-_LAZY = {"TransformersBackend": ".hf", "tiny_model": ".tiny"}
+_LAZY = {"EchoBackend": ".echo", "TransformersBackend": ".hf", "tiny_model": ".tiny"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,235 @@
+"""Operating the router: deploy it, change what it serves, promote, roll back.
+
+The router is one Serve application (:data:`APP_NAME`) deployed declaratively, the way
+``serve deploy`` does it: its config names the deployment by import path, so a new
+config that changes only the routing (``user_config``) is applied to the running
+replicas in place (``reconfigure``), in well under a second and without failing a
+request. Serve keeps the config, so the routing in force is always read back from
+Serve itself: there is no second copy to drift.
+
+Every routing change is also recorded as a ModelEvent (AB_STARTED, SPLIT_CHANGED,
+PROMOTED, ROLLED_BACK) on the model-events topic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from prefloop.errors import PrefloopError
+from prefloop.model_registry import ModelRegistry
+from prefloop.settings import Settings, settings_env
+
+from .assignment import Routing, Split, SplitError
+from .deployment import DEPLOYMENT
+from .events import feedback_client
+
+__all__ = [
+    "APP_NAME",
+    "ServingError",
+    "app_config",
+    "current_routing",
+    "deploy",
+    "promote",
+    "rollback",
+    "router_url",
+    "set_split",
+    "start_ab",
+    "stop",
+]
+
+APP_NAME = "prefloop"
+_SECRETS = ("PASSWORD", "TOKEN")
+
+
+class ServingError(PrefloopError):
+    """The router could not be deployed or changed; the message says what to do."""
+
+
+def router_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.serve_port}"
+
+
+def app_config(settings: Settings, routing: Routing) -> dict[str, Any]:
+    """The Serve application config that runs the router with ``routing``."""
+    deployment: dict[str, Any] = {
+        "name": DEPLOYMENT,
+        "user_config": routing.to_config(),
+        "max_ongoing_requests": settings.serve_max_ongoing,
+        "ray_actor_options": {"num_cpus": 0, "num_gpus": settings.serve_num_gpus},
+    }
+    if settings.serve_autoscaling.strip():
+        try:
+            deployment["autoscaling_config"] = json.loads(settings.serve_autoscaling)
+        except json.JSONDecodeError as exc:
+            raise ServingError(
+                f"PREFLOOP_SERVE_AUTOSCALING is not JSON ({exc}): give e.g. "
+                '{"min_replicas": 1, "max_replicas": 4}'
+            ) from None
+    else:
+        deployment["num_replicas"] = settings.serve_replicas
+    env = {k: v for k, v in settings_env(settings).items() if not k.endswith(_SECRETS)}
+    return {
+        "name": APP_NAME,
+        "route_prefix": "/",
+        "import_path": "prefloop.serving.deployment:app",
+        "runtime_env": {"env_vars": env},
+        "deployments": [deployment],
+    }
+
+
+def deploy(settings: Settings, routing: Routing, *, timeout_s: float = 180.0) -> None:
+    """Run the router with ``routing``; a running router is reconfigured in place."""
+    registry = ModelRegistry.from_settings(settings)
+    for version in routing.versions:
+        registry.get(version)  # refuse an unknown version before Serve sees it
+    client = _client(settings)
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(
+        {
+            "http_options": {"host": "127.0.0.1", "port": settings.serve_port},
+            "applications": [app_config(settings, routing)],
+        }
+    )
+    client.deploy_apps(config)
+    _wait_running(client, routing, timeout_s)
+
+
+def current_routing(settings: Settings) -> Routing | None:
+    """The routing the running router serves, or None when no router runs."""
+    details = _client(settings).get_serve_details()
+    app = (details.get("applications") or {}).get(APP_NAME)
+    if not app or not app.get("deployed_app_config"):
+        return None
+    for deployment in app["deployed_app_config"].get("deployments", []):
+        if deployment.get("name") == DEPLOYMENT and deployment.get("user_config"):
+            return Routing.from_config(deployment["user_config"])
+    return None
+
+
+def start_ab(settings: Settings, experiment: Split) -> None:
+    deploy(settings, Routing(experiment=experiment))
+    _record(settings, "AB_STARTED", experiment.b, experiment, f"split {experiment.split:g} %")
+
+
+def set_split(settings: Settings, split: float) -> Split:
+    experiment = _experiment(settings)
+    try:
+        changed = experiment.with_split(split)
+    except SplitError as exc:
+        raise ServingError(str(exc)) from None
+    deploy(settings, Routing(experiment=changed))
+    _record(
+        settings, "SPLIT_CHANGED", changed.b, changed,
+        f"split {experiment.split:g} % -> {changed.split:g} %",
+    )  # fmt: skip
+    return changed
+
+
+def promote(settings: Settings, version: str) -> Split:
+    """All users to ``version``, one of the running experiment's arms, in one change."""
+    experiment = _experiment(settings)
+    if version not in (experiment.a, experiment.b):
+        raise ServingError(
+            f"{version!r} is not an arm of experiment {experiment.experiment_id!r} "
+            f"(A={experiment.a}, B={experiment.b}): promote one of them"
+        )
+    changed = experiment.with_split(100.0 if version == experiment.b else 0.0)
+    deploy(settings, Routing(experiment=changed))
+    _record(settings, "PROMOTED", version, changed, f"split -> {changed.split:g} %")
+    return changed
+
+
+def rollback(settings: Settings) -> Split:
+    """All users back to arm A, the current version, in one change."""
+    experiment = _experiment(settings)
+    changed = experiment.with_split(0.0)
+    deploy(settings, Routing(experiment=changed))
+    _record(
+        settings, "ROLLED_BACK", experiment.b, changed,
+        f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}",
+    )  # fmt: skip
+    return changed
+
+
+def stop(settings: Settings) -> bool:
+    """Delete the router application; False when none ran."""
+    client = _client(settings)
+    if current_routing(settings) is None:
+        return False
+    client.delete_apps([APP_NAME], blocking=True)
+    return True
+
+
+def _experiment(settings: Settings) -> Split:
+    routing = current_routing(settings)
+    if routing is None:
+        raise ServingError("the router is not running: start it with `prefloop serve`")
+    if routing.experiment is None:
+        raise ServingError(
+            f"the router serves {routing.version} alone, with no experiment: start one with "
+            "`prefloop ab start --a V1 --b V2 --split 10`"
+        )
+    return routing.experiment
+
+
+def _record(settings: Settings, kind: str, version: str, experiment: Split, detail: str) -> None:
+    with feedback_client(settings, name="control") as client:
+        client.emit(
+            "model_event",
+            {
+                "event_id": str(uuid.uuid4()),
+                "ts": int(time.time() * 1000),
+                "kind": kind,
+                "model_version": version,
+                "parent_version": experiment.a if version != experiment.a else None,
+                "experiment_id": experiment.experiment_id,
+                "artifact_uri": None,
+                "pair_count": None,
+                "pair_ranges": [],
+                "metrics": {"split": experiment.split},
+                "detail": detail,
+            },
+        )
+
+
+def _client(settings: Settings) -> Any:
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    if not ray.is_initialized():
+        from prefloop.stack.ray import connect
+
+        connect(settings)
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
+        client = _get_global_client()
+    return client
+
+
+def _wait_running(client: Any, routing: Routing, timeout_s: float) -> None:
+    """Until the application runs with ``routing`` on every replica."""
+    deadline = time.monotonic() + timeout_s
+    status, message = "", ""
+    while time.monotonic() < deadline:
+        app = (client.get_serve_details().get("applications") or {}).get(APP_NAME) or {}
+        status, message = app.get("status", ""), app.get("message", "")
+        if status == "RUNNING":
+            deployment = (app.get("deployments") or {}).get(DEPLOYMENT) or {}
+            replicas = deployment.get("replicas") or []
+            target = deployment.get("target_num_replicas", len(replicas))
+            running = [r for r in replicas if r.get("state") == "RUNNING"]
+            if deployment.get("status") == "HEALTHY" and len(running) >= target:
+                return
+        if status == "DEPLOY_FAILED":
+            raise ServingError(f"the router failed to deploy: {message}")
+        time.sleep(0.2)
+    raise ServingError(
+        f"the router was not running after {timeout_s:g} s (status {status}: {message}); "
+        "see the replica logs under the Ray session's logs/serve"
+    )

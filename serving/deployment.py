@@ -1,0 +1,83 @@
+"""The Ray Serve deployment of the A/B router.
+
+Each replica holds a :class:`~prefloop.serving.router.ChatRouter` with every model
+version its routing serves, so the proxy's one hop to a replica is the only hop a
+request makes. The routing (one version, or an experiment's arms and split) is the
+deployment's ``user_config``: changing it calls :meth:`RouterReplica.reconfigure` in
+the running replicas, with no restart and no dropped request (see ``control.py``).
+
+Settings reach the replicas as ``PREFLOOP_*`` variables in the application's runtime
+environment; secrets do not travel there and must be in the Ray workers' own
+environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from prefloop.model_registry import ModelRegistry
+from prefloop.settings import load_settings
+
+from .assignment import Routing
+from .collector import Limits, create_collector
+from .events import feedback_client
+from .openai_api import ApiLimits
+from .pool import ModelPool
+from .router import ChatRouter
+
+__all__ = ["DEPLOYMENT", "RouterReplica", "app"]
+
+DEPLOYMENT = "router"
+
+
+@serve.deployment(
+    name=DEPLOYMENT,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
+    health_check_period_s=5,
+    health_check_timeout_s=30,
+)
+@serve.ingress()
+class RouterReplica:
+    def __init__(self) -> None:
+        settings = load_settings()
+        # every replica journals under one spool: the SDK gives each a slot of its own,
+        # and a replacement replica re-sends what a killed one left there
+        self.emitter = feedback_client(settings, name="serving")
+        self.router = ChatRouter(
+            ModelPool(
+                ModelRegistry.from_settings(settings),
+                cache_dir=settings.home / "model-cache",
+                device=settings.serve_device,
+                max_batch_size=settings.serve_max_batch_size,
+                batch_wait_s=settings.serve_batch_wait_ms / 1000,
+            ),
+            self.emitter,
+            limits=ApiLimits(
+                max_body_bytes=settings.serve_max_body_kb * 1024,
+                max_prompt_chars=settings.serve_max_prompt_chars,
+                max_tokens=settings.serve_max_tokens,
+                default_max_tokens=min(256, settings.serve_max_tokens),
+            ),
+            timeout_s=settings.serve_request_timeout_s,
+            collector=create_collector(self.emitter, Limits.from_settings(settings)),
+        )
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.router.configure(Routing.from_config(config))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self.router.app()
+
+    def check_health(self) -> None:
+        if not self.router.ready:
+            raise RuntimeError("the router's models are not loaded")
+
+    def __del__(self) -> None:
+        self.router.pool.close()
+        self.emitter.close(timeout=5.0)
+
+
+app = RouterReplica.bind()  # type: ignore[attr-defined]

@@ -1,0 +1,159 @@
+"""The model versions one router replica holds, and the batches it runs on them.
+
+Each replica of the A/B router holds every version its routing serves (two in an
+experiment), so choosing the arm and generating happen in one process: no second
+deployment hop per request. Requests for all versions queue into one
+``@serve.batch`` queue; each batch is split by version and the versions' parts run
+side by side in threads, since a back end's ``generate`` blocks.
+
+A version dropped from the routing is closed once its last request is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ray import serve
+from ray.serve.context import _get_internal_replica_context
+
+from prefloop.model_registry import ModelRegistry, ModelVersion
+
+from .backends.base import Backend, Generation, GenerationRequest
+
+__all__ = ["ModelPool", "open_backend"]
+
+log = logging.getLogger(__name__)
+
+
+def open_backend(
+    registry: ModelRegistry,
+    version: str,
+    *,
+    cache_dir: Path,
+    device: str = "cpu",
+    max_batch_size: int = 8,
+) -> Backend:
+    """Load ``version`` from the registry with the back end its manifest names."""
+    entry: ModelVersion = registry.get(version)
+    if entry.backend == "echo":
+        from .backends.echo import EchoBackend
+
+        return EchoBackend(version)
+    from .backends.hf import TransformersBackend
+
+    return TransformersBackend(
+        registry.local_path(version, cache_dir),
+        model_version=version,
+        device=device,
+        max_batch_size=max_batch_size,
+    )
+
+
+class ModelPool:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        cache_dir: Path,
+        device: str = "cpu",
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.0,
+    ) -> None:
+        self.registry, self.cache_dir, self.device = registry, cache_dir, device
+        self.max_batch_size = max_batch_size
+        self._backends: dict[str, Backend] = {}
+        self._retiring: dict[str, Backend] = {}
+        self._in_use: defaultdict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        # @serve.batch needs a Serve replica; elsewhere (tests, tools) each request
+        # is a batch of its own
+        self._in_replica = _get_internal_replica_context() is not None
+        if self._in_replica:
+            self._batched.set_max_batch_size(max_batch_size)
+            self._batched.set_batch_wait_timeout_s(batch_wait_s)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return tuple(self._backends)
+
+    def load(self, versions: tuple[str, ...]) -> None:
+        """Hold exactly ``versions``: load the missing ones, retire the others."""
+        for version in versions:
+            if version not in self._backends:
+                with self._lock:
+                    revived = self._retiring.pop(version, None)
+                backend = revived or open_backend(
+                    self.registry,
+                    version,
+                    cache_dir=self.cache_dir,
+                    device=self.device,
+                    max_batch_size=self.max_batch_size,
+                )
+                self._backends[version] = backend
+                log.info("model %s loaded", version)
+        with self._lock:
+            for version in [v for v in self._backends if v not in versions]:
+                self._retiring[version] = self._backends.pop(version)
+            self._close_idle()
+
+    @contextmanager
+    def use(self, version: str) -> Iterator[Backend]:
+        """The back end of ``version``, kept open until the block ends."""
+        with self._lock:
+            backend = self._backends.get(version) or self._retiring.get(version)
+            if backend is None:
+                raise KeyError(version)
+            self._in_use[version] += 1
+        try:
+            yield backend
+        finally:
+            with self._lock:
+                self._in_use[version] -= 1
+                self._close_idle()
+
+    async def generate(self, version: str, request: GenerationRequest) -> Generation:
+        with self.use(version):
+            if self._in_replica:
+                return await self._batched((version, request))
+            return (await self.run_batch([(version, request)]))[0]
+
+    def close(self) -> None:
+        with self._lock:
+            for backend in [*self._backends.values(), *self._retiring.values()]:
+                backend.close()
+            self._backends.clear()
+            self._retiring.clear()
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def _batched(self, items: list[tuple[str, GenerationRequest]]) -> list[Generation]:
+        return await self.run_batch(items)
+
+    async def run_batch(self, items: list[tuple[str, GenerationRequest]]) -> list[Generation]:
+        """Generate for (version, request) pairs: one ``generate`` call per version."""
+        by_version: defaultdict[str, list[int]] = defaultdict(list)
+        for index, (version, _) in enumerate(items):
+            by_version[version].append(index)
+        results: list[Generation | None] = [None] * len(items)
+
+        async def run(version: str, indices: list[int]) -> None:
+            backend = self._backends.get(version) or self._retiring[version]
+            requests = [items[i][1] for i in indices]
+            for index, generation in zip(
+                indices, await asyncio.to_thread(backend.generate, requests), strict=True
+            ):
+                results[index] = generation
+
+        await asyncio.gather(*(run(v, indices) for v, indices in by_version.items()))
+        return [r for r in results if r is not None]
+
+    def _close_idle(self) -> None:
+        for version in [v for v in self._retiring if self._in_use[v] == 0]:
+            self._retiring.pop(version).close()
+            self._in_use.pop(version, None)
+            log.info("model %s closed", version)
