@@ -194,7 +194,8 @@ def _messages(value: Any, limits: ApiLimits) -> tuple[dict[str, str], ...]:
     for index, message in enumerate(value):
         if not isinstance(message, dict):
             raise ApiError(400, f"messages[{index}] is not an object", param="messages")
-        role = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
+        given = message.get("role")
+        role = _ROLE_ALIASES.get(given, given) if isinstance(given, str) else given
         if role not in ROLES:
             raise ApiError(
                 400,

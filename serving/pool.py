@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ray import serve
 from ray.serve.context import _get_internal_replica_context
@@ -75,8 +76,9 @@ class ModelPool:
         # is a batch of its own
         self._in_replica = _get_internal_replica_context() is not None
         if self._in_replica:
-            self._batched.set_max_batch_size(max_batch_size)
-            self._batched.set_batch_wait_timeout_s(batch_wait_s)
+            batcher: Any = self._batched
+            batcher.set_max_batch_size(max_batch_size)
+            batcher.set_batch_wait_timeout_s(batch_wait_s)
 
     @property
     def versions(self) -> tuple[str, ...]:

@@ -284,6 +284,9 @@ def demo(ctx: click.Context) -> None:
     run_demo(demo_settings(_settings(ctx)), console)
 
 
+from prefloop.cli import serving as _serving  # noqa: E402,F401  (registers its commands)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     marker = "server response:"

@@ -1,0 +1,179 @@
+"""The router and its versions: `serve`, `ab`, `promote`, `rollback` and `models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from prefloop.cli import _settings, cli, console
+
+
+def _describe(routing: object) -> str:
+    from prefloop.serving.assignment import Routing
+
+    assert isinstance(routing, Routing)
+    if routing.experiment is None:
+        return f"{routing.version} to every user"
+    e = routing.experiment
+    return f"experiment {e.experiment_id}: A={e.a} {100 - e.split:g} %, B={e.b} {e.split:g} %"
+
+
+@cli.command()
+@click.option("--version", "version", default=None, help="The version to serve to every user.")
+@click.option("--stop", is_flag=True, help="Stop the router instead.")
+@click.pass_context
+def serve(ctx: click.Context, version: str | None, stop: bool) -> None:
+    """Run the A/B router on Ray Serve (OpenAI-compatible, /v1/chat/completions).
+
+    With no --version, a running router keeps what it serves, and a new one serves
+    the newest registered version.
+    """
+    from prefloop.model_registry import ModelRegistry
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing
+
+    settings = _settings(ctx)
+    if stop:
+        stopped = control.stop(settings)
+        console.print("serve: router stopped" if stopped else "serve: no router was running")
+        return
+    routing = Routing(version=version) if version else control.current_routing(settings)
+    if routing is None:
+        versions = ModelRegistry.from_settings(settings).list()
+        if not versions:
+            raise click.UsageError(
+                "no model version is registered: register one with "
+                "`prefloop models register V --path DIR`"
+            )
+        routing = Routing(version=versions[-1].version)
+    control.deploy(settings, routing)
+    console.print(f"serve: {_describe(routing)} at {control.router_url(settings)}/v1")
+
+
+@cli.group()
+def ab() -> None:
+    """Start and steer an A/B experiment on the running router."""
+
+
+@ab.command("start")
+@click.option("--a", "a", required=True, help="Arm A: the current version.")
+@click.option("--b", "b", required=True, help="Arm B: the candidate version.")
+@click.option("--split", type=click.FloatRange(0, 100), default=10.0, show_default=True,
+              help="Percent of users on arm B.")  # fmt: skip
+@click.option("--experiment", default=None, help="Experiment id (default: <a>-vs-<b>).")
+@click.option("--salt", default=None, help="Hash salt (default: the experiment id).")
+@click.pass_context
+def ab_start(
+    ctx: click.Context, a: str, b: str, split: float, experiment: str | None, salt: str | None
+) -> None:
+    """Split users between two versions, sticky per user."""
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing, Split
+
+    settings = _settings(ctx)
+    started = Split(experiment or f"{a}-vs-{b}", a, b, split, salt)
+    control.start_ab(settings, started)
+    console.print(f"ab: {_describe(Routing(experiment=started))}")
+
+
+@ab.command("set-split")
+@click.argument("split", type=click.FloatRange(0, 100))
+@click.pass_context
+def ab_set_split(ctx: click.Context, split: float) -> None:
+    """Move arm B's share of users to SPLIT percent, live; users move only one way."""
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing
+
+    changed = control.set_split(_settings(ctx), split)
+    console.print(f"ab: {_describe(Routing(experiment=changed))}")
+
+
+@ab.command("status")
+@click.pass_context
+def ab_status(ctx: click.Context) -> None:
+    """Show what the router serves."""
+    from prefloop.serving import control
+
+    routing = control.current_routing(_settings(ctx))
+    console.print(f"ab: {_describe(routing)}" if routing else "ab: the router is not running")
+
+
+@cli.command()
+@click.argument("version")
+@click.pass_context
+def promote(ctx: click.Context, version: str) -> None:
+    """Send every user to VERSION, an arm of the running experiment."""
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing
+
+    changed = control.promote(_settings(ctx), version)
+    console.print(f"promote: {_describe(Routing(experiment=changed))}")
+
+
+@cli.command()
+@click.pass_context
+def rollback(ctx: click.Context) -> None:
+    """Send every user back to arm A, the current version."""
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing
+
+    changed = control.rollback(_settings(ctx))
+    console.print(f"rollback: {_describe(Routing(experiment=changed))}")
+
+
+@cli.group()
+def models() -> None:
+    """The model registry: a directory, or an fsspec URL (PREFLOOP_MODEL_REGISTRY)."""
+
+
+@models.command("list")
+@click.pass_context
+def models_list(ctx: click.Context) -> None:
+    """List the registered versions, oldest first."""
+    import datetime
+
+    from prefloop.model_registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(_settings(ctx))
+    table = Table("version", "back end", "parent", "registered (UTC)", "detail", box=None)
+    for entry in registry.list():
+        when = datetime.datetime.fromtimestamp(entry.created_ms / 1000, datetime.UTC)
+        table.add_row(
+            entry.version,
+            entry.backend,
+            entry.parent or "",
+            f"{when:%Y-%m-%d %H:%M:%S}",
+            ", ".join(f"{k}={v}" for k, v in entry.detail.items()),
+        )
+    console.print(f"registry: {registry.url}")
+    console.print(table)
+
+
+@models.command("register")
+@click.argument("version")
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The directory save_pretrained wrote (model and tokenizer).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["transformers", "echo"]),
+    default="transformers",
+    show_default=True,
+    help="What serves it; echo is the no-op model of load tests.",
+)
+@click.option("--parent", default=None, help="The version it was trained from.")
+@click.pass_context  # fmt: skip
+def models_register(
+    ctx: click.Context, version: str, path: Path | None, backend: str, parent: str | None
+) -> None:
+    """Copy a model into the registry as VERSION (versions are immutable)."""
+    from prefloop.model_registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(_settings(ctx))
+    entry = registry.register(version, path, backend=backend, parent=parent)  # type: ignore[arg-type]
+    console.print(f"models: registered {entry.version} ({entry.backend}) in {registry.url}")
