@@ -151,6 +151,8 @@ class Load:
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
+        if not ordered:  # every request failed: the errors column says so
+            return float("nan")
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
@@ -291,7 +293,9 @@ def measure_all(seconds: float, rounds: int) -> tuple[dict[str, list[dict[str, f
             }
             warm = {name: warm_up(url) for name, url in urls.items()}
             runs = run_rounds(urls, seconds, rounds)
-            answered = len(warm["router"].latencies_ms) + sum(r["answered"] for r in runs["router"])
+            answered = len(warm["router"].latencies_ms) + int(
+                sum(r["answered"] for r in runs["router"])
+            )
             totals = Run(
                 errors=sum(w.errors for w in warm.values())
                 + int(sum(r["errors"] for rs in runs.values() for r in rs)),

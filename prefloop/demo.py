@@ -15,6 +15,7 @@ from rich.table import Table
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect
+from prefloop.demo_serving import run_serving_stage
 from prefloop.demo_streams import run_streams_stage
 from prefloop.errors import PrefloopError
 from prefloop.serving.events import feedback_client
@@ -38,6 +39,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         _clickhouse_sink(settings, console, record)
         _ray_task(settings, console, record)
         run_streams_stage(settings, console)
+        run_serving_stage(settings, console)
     finally:
         if started:
             console.rule("[bold]down")

@@ -39,6 +39,8 @@ from prefloop.settings import Settings
 from prefloop_sdk.errors import InvalidRecordError
 from prefloop_sdk.jsonform import from_json
 
+from .http import BodyTooLarge, read_body
+
 # what clients may send; the platform's own records (scores, pairs, ...) are not theirs
 CLIENT_TYPES = ("interaction", "feedback", "exposure", "annotation_result")
 
@@ -108,7 +110,11 @@ def create_collector(emitter: Emitter, limits: Limits | None = None) -> Starlett
     async def events(request: Request) -> JSONResponse:
         try:
             key = _authorize(request, limits.token)
-            batch = _parse(await _read_body(request, limits.max_body_bytes), limits.max_events)
+            try:
+                raw = await read_body(request, limits.max_body_bytes)
+            except BodyTooLarge as exc:
+                raise _Rejected(413, f"{exc}: send smaller batches") from None
+            batch = _parse(raw, limits.max_events)
             wait = limiter.take(key, len(batch))
             if wait > 0:
                 raise _Rejected(
@@ -171,22 +177,6 @@ def _authorize(request: Request, token: str | None) -> str:
             raise _Rejected(401, "wrong token: check the collector token your client sends")
         return f"token:{given}"
     return f"addr:{request.client.host if request.client else 'unknown'}"
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Rejected(
-            413,
-            f"body of {declared} bytes exceeds the limit of {limit} bytes: send smaller batches",
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Rejected(413, f"body exceeds the limit of {limit} bytes: send smaller batches")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(body: bytes, max_events: int) -> list[Any]:

@@ -14,6 +14,7 @@ PROMOTED, ROLLED_BACK) on the model-events topic.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "promote",
     "rollback",
     "router_url",
+    "serve",
     "set_split",
     "start_ab",
     "stop",
@@ -96,6 +98,22 @@ def deploy(settings: Settings, routing: Routing, *, timeout_s: float = 180.0) ->
     )
     client.deploy_apps(config)
     _wait_running(client, routing, timeout_s)
+
+
+def serve(settings: Settings, version: str | None = None) -> Routing:
+    """Run the router: ``version`` to everyone, else what a running router serves, else
+    the newest registered version."""
+    routing = Routing(version=version) if version else current_routing(settings)
+    if routing is None:
+        versions = ModelRegistry.from_settings(settings).list()
+        if not versions:
+            raise ServingError(
+                "no model version is registered: register one with "
+                "`prefloop models register V --path DIR`"
+            )
+        routing = Routing(version=versions[-1].version)
+    deploy(settings, routing)
+    return routing
 
 
 def current_routing(settings: Settings) -> Routing | None:
@@ -207,6 +225,7 @@ def _client(settings: Settings) -> Any:
         connect(settings)
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # not "Started Serve ..."
         serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
         client = _get_global_client()
     return client

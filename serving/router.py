@@ -20,6 +20,7 @@ Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``,
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from starlette.routing import Mount, Route
 from .assignment import ArmAssignment, Routing, SplitError
 from .backends.base import Backend, Generation
 from .backends.exceptions import BackendError
+from .http import BodyTooLarge, read_body
 from .openai_api import (
     ROUTED_MODEL,
     ApiError,
@@ -101,14 +103,10 @@ class ChatRouter:
     def configure(self, routing: Routing) -> None:
         """Serve ``routing`` from now on: its versions are loaded before it takes effect."""
         with self._configure_lock:
-            previous = self.routing
-            self.pool.load(tuple(dict.fromkeys((*routing.versions, *self._pinned(previous)))))
+            serving = self.routing.versions if self.routing is not None else ()
+            self.pool.load(tuple(dict.fromkeys((*routing.versions, *serving))))
             self.routing = routing  # one assignment: a request sees the old or the new
-            self.pool.load(routing.versions)
-
-    @staticmethod
-    def _pinned(routing: Routing | None) -> tuple[str, ...]:
-        return routing.versions if routing is not None else ()
+            self.pool.load(routing.versions)  # retires the versions no longer served
 
     @property
     def ready(self) -> bool:
@@ -150,7 +148,12 @@ class ChatRouter:
     async def _chat(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _read_body(request, self.limits.max_body_bytes)
+            try:
+                body = await read_body(request, self.limits.max_body_bytes)
+            except BodyTooLarge as exc:
+                raise ApiError(
+                    413, f"{exc}: send a shorter conversation", code="request_too_large"
+                ) from None
             chat = parse_chat_request(body, request.headers, self.limits)
             served = self._route(chat)
             if chat.stream:
@@ -270,7 +273,7 @@ class ChatRouter:
                         pieces.append(piece)
                         yield chunk_body(served.response_id, version, created, content=piece)
             except ApiError as exc:  # the status is sent already: the error is the last event
-                yield f"data: {_json(exc.body())}\n\n"
+                yield f"data: {json.dumps(exc.body())}\n\n"
                 return
             if len(pieces) >= chat.generation.max_tokens:
                 finish = "length"
@@ -400,28 +403,6 @@ async def _pieces(backend: Backend, chat: ChatRequest, timeout_s: float) -> Asyn
         stop.set()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413,
-            f"request body of {declared} bytes exceeds the limit of {limit}: "
-            "send a shorter conversation",
-            code="request_too_large",
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413,
-                f"request body exceeds the limit of {limit} bytes: send a shorter conversation",
-                code="request_too_large",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _headers(served: Served) -> dict[str, str]:
     route = served.route
     headers = {
@@ -434,9 +415,3 @@ def _headers(served: Served) -> dict[str, str]:
         headers["X-Prefloop-Experiment"] = route.experiment_id
         headers["X-Prefloop-Arm"] = route.arm
     return headers
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

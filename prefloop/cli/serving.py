@@ -30,25 +30,14 @@ def serve(ctx: click.Context, version: str | None, stop: bool) -> None:
     With no --version, a running router keeps what it serves, and a new one serves
     the newest registered version.
     """
-    from prefloop.model_registry import ModelRegistry
     from prefloop.serving import control
-    from prefloop.serving.assignment import Routing
 
     settings = _settings(ctx)
     if stop:
         stopped = control.stop(settings)
         console.print("serve: router stopped" if stopped else "serve: no router was running")
         return
-    routing = Routing(version=version) if version else control.current_routing(settings)
-    if routing is None:
-        versions = ModelRegistry.from_settings(settings).list()
-        if not versions:
-            raise click.UsageError(
-                "no model version is registered: register one with "
-                "`prefloop models register V --path DIR`"
-            )
-        routing = Routing(version=versions[-1].version)
-    control.deploy(settings, routing)
+    routing = control.serve(settings, version)
     console.print(f"serve: {_describe(routing)} at {control.router_url(settings)}/v1")
 
 

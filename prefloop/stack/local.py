@@ -9,6 +9,7 @@ elsewhere), ``down`` stops every process that ``up`` recorded under
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from prefloop import kafka
 from prefloop.clickhouse.client import connect, owner_process
 from prefloop.clickhouse.migrations import apply_migrations
 from prefloop.errors import PrefloopError, StackError
+from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, child_environment
 from prefloop.stack.kafka import KafkaCluster, kafka_version
 from prefloop.stack.process import ManagedProcess, port_answers, require_free_port, stop_all
@@ -69,6 +71,7 @@ class LocalStack:
             self._up_clickhouse(started)
             self._up_ray(started)
             self._up_worker(started)
+            self._up_router()
         except BaseException:
             for process in reversed(started):
                 process.stop(STOP_TIMEOUTS_S.get(process.name, 30.0))
@@ -136,6 +139,23 @@ class LocalStack:
             start_head(s)
             started.append(self.ray)
 
+    def _up_router(self) -> None:
+        """The A/B router on the Ray head (``prefloop serve``), once a version is registered."""
+        s = self.settings
+        url = f"http://127.0.0.1:{s.serve_port}/v1"
+        if not ModelRegistry.from_settings(s).list():
+            self.say("router: no model version registered yet (`prefloop models register`)")
+            return
+        if router_ready(s):
+            self.say(f"router: already up on {url}")
+            return
+        self.say(f"router: starting the A/B router on {url} ...")
+        done = subprocess.run(
+            _cli("serve"), env=child_environment(s), capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise StackError(f"the router did not start: {done.stderr.strip() or done.stdout}")
+
     def _up_worker(self, started: list[ManagedProcess]) -> None:
         s = self.settings
         if s.clickhouse_url and not self.sink.is_running():
@@ -202,6 +222,14 @@ class LocalStack:
         rows.append(self._process_status(self.worker, s.streams_web_port, "stream agents"))
         if s.clickhouse_url:
             rows.append(self._process_status(self.sink, None, "ClickHouse sink"))
+        rows.append(
+            ComponentStatus(
+                "router",
+                "up" if router_ready(s) else "down",
+                port=s.serve_port,
+                detail="A/B router on Ray Serve (OpenAI API at /v1)",
+            )
+        )
         if s.ray_address:
             rows.append(ComponentStatus("ray", "external", detail=s.ray_address))
         else:
@@ -261,6 +289,17 @@ def worker_ready(port: int) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/prefloop/health/", timeout=2) as r:
             return bool(json.loads(r.read()).get("assigned"))
     except (OSError, ValueError):
+        return False
+
+
+def router_ready(settings: Settings) -> bool:
+    """Whether the A/B router answers its readiness check."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{settings.serve_port}/readyz", timeout=2
+        ) as reply:
+            return bool(reply.status == 200)
+    except OSError:  # URLError and HTTPError (503 while loading) are OSErrors
         return False
 
 
