@@ -146,9 +146,11 @@ class ModelPool:
         async def run(version: str, indices: list[int]) -> None:
             backend = self._backends.get(version) or self._retiring[version]
             requests = [items[i][1] for i in indices]
-            for index, generation in zip(
-                indices, await asyncio.to_thread(backend.generate, requests), strict=True
-            ):
+            if backend.blocking:
+                generations = await asyncio.to_thread(backend.generate, requests)
+            else:
+                generations = backend.generate(requests)
+            for index, generation in zip(indices, generations, strict=True):
                 results[index] = generation
 
         await asyncio.gather(*(run(v, indices) for v, indices in by_version.items()))

@@ -165,7 +165,7 @@ class ChatRouter:
         return JSONResponse(
             completion_body(served.response_id, served.route.model_version, generation),
             headers=_headers(served),
-            background=BackgroundTask(self._log, chat, served, generation, latency_ms),
+            background=BackgroundTask(self._log_after, chat, served, generation, latency_ms),
         )
 
     # -- one request ---------------------------------------------------------
@@ -289,6 +289,13 @@ class ChatRouter:
         return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(served))
 
     # -- events --------------------------------------------------------------
+    async def _log_after(
+        self, chat: ChatRequest, served: Served, generation: Generation, latency_ms: int
+    ) -> None:
+        """``_log`` once the answer is sent; a coroutine, so Starlette runs it on the loop
+        and not in a thread (an emit only appends to the SDK's queue)."""
+        self._log(chat, served, generation, latency_ms)
+
     def _log(
         self, chat: ChatRequest, served: Served, generation: Generation, latency_ms: int
     ) -> None:

@@ -109,6 +109,9 @@ class Backend(ABC):
     """
 
     model_version: str
+    blocking: bool = True
+    """Whether ``generate`` holds the caller while the model runs: the router then runs
+    it in a thread. A back end that answers at once (the echo model) runs inline."""
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -15,6 +15,8 @@ __all__ = ["EchoBackend"]
 
 
 class EchoBackend(Backend):
+    blocking = False  # no model: a thread hop would cost more than the answer
+
     def __init__(self, model_version: str) -> None:
         self.model_version = model_version
 
