@@ -37,14 +37,18 @@ def ports(settings: Settings) -> list[int]:
         settings.clickhouse_port,
         settings.ray_port,
         settings.streams_web_port,
+        settings.serve_port,
     ]
 
 
 def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path / "home", ray_object_store_mb=128)
+    registered = prefloop(settings, "models", "register", "v1", "--backend", "echo")
+    assert registered.returncode == 0, registered.stderr
     up = prefloop(settings, "up")
     assert up.returncode == 0, up.stderr
     assert "up: started kafka-1, clickhouse, ray, worker" in up.stdout
+    assert "router: starting the A/B router" in up.stdout  # a version is registered
     pids = {}
     try:
         status = prefloop(settings, "status", "--json")
@@ -55,6 +59,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
             "clickhouse": "up",
             "ray": "up",
             "worker": "up",
+            "router": "up",
         }
         assert rows["kafka-1"]["version"] == "4.4.0"
         assert rows["kafka-1"]["topics"][settings.topics.interactions] == 0

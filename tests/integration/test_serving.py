@@ -252,3 +252,20 @@ def test_bad_requests_get_openai_errors_through_serve(served: Settings) -> None:
     assert (status, body["error"]["code"]) == (404, "model_not_found")
     status, _, body = chat(served, "u", messages=[{"role": "user", "content": "x" * 5000}])
     assert (status, body["error"]["code"]) == (400, "context_length_exceeded")
+
+
+def test_a_kafka_outage_fails_no_chat_and_loses_no_event(served: Settings) -> None:
+    unreachable = served.with_overrides(kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    control.deploy(unreachable, Routing(version="v1"))  # new replicas, no broker
+    replies = [chat(served, f"outage-{i}", conversation_id="outage") for i in range(10)]
+    assert [status for status, _, _ in replies] == [200] * 10
+    answered = {body["id"] for _, _, body in replies}
+
+    # the replicas stop with the events in their spool; the next ones send them
+    assert control.stop(served)
+    control.deploy(served, Routing(version="v1"))
+    TopicReader(served, served.topics.interactions).wait_for(
+        lambda records: answered <= {r["response_id"] for _, r, _, _ in records},
+        90,
+        "the interactions answered while Kafka was away",
+    )
