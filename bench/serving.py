@@ -137,7 +137,8 @@ def deploy_router(settings: Settings) -> str:
 
     registry = ModelRegistry.from_settings(settings)
     for version in ("v1", "v2"):
-        registry.register(version, backend="echo")
+        if version not in {v.version for v in registry.list()}:
+            registry.register(version, backend="echo")
     control.deploy(settings, Routing(experiment=Split("bench", "v1", "v2", 50.0)))
     return control.router_url(settings)
 
@@ -302,11 +303,20 @@ def measure_all(seconds: float, rounds: int) -> tuple[dict[str, list[dict[str, f
             answered = len(warm["router"].latencies_ms) + int(
                 sum(r["answered"] for r in runs["router"])
             )
+            interactions = interactions_on_kafka(settings, answered)
+            # where the time goes: the same router with its broker unreachable, so its
+            # events are only journaled (the SDK's spool), against the single deployment
+            deploy_router(settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{free_port()}"))
+            warm["spooled"] = warm_up(urls["router"])
+            second = run_rounds(
+                {"single": urls["single"], "spooled": urls["router"]}, seconds, rounds
+            )
+            runs["spooled"], runs["single_again"] = second["spooled"], second["single"]
             totals = Run(
                 errors=sum(w.errors for w in warm.values())
                 + int(sum(r["errors"] for rs in runs.values() for r in rs)),
                 router_answered=answered,
-                interactions=interactions_on_kafka(settings, answered),
+                interactions=interactions,
             )
             return runs, totals
         finally:
@@ -381,6 +391,8 @@ def table(runs: dict[str, list[dict[str, float]]]) -> tuple[str, dict[str, dict[
         "bare": "bare uvicorn + Starlette",
         "single": "one Ray Serve deployment",
         "router": "prefloop A/B router (echo, 2 arms, events to Kafka)",
+        "single_again": "one Ray Serve deployment, second phase",
+        "spooled": "the A/B router, broker unreachable (events journaled only)",
     }
     medians = {
         name: {key: median([r[key] for r in rounds]) for key in rounds[0] if key != "answered"}
@@ -406,6 +418,8 @@ def main(seconds: float, rounds: int) -> None:
     router, single = m["router"], m["single"]
     ratio_1, ratio_8 = router["rate_1"] / single["rate_1"], router["rate_8"] / single["rate_8"]
     delta_1, delta_8 = router["p50_1"] - single["p50_1"], router["p50_8"] - single["p50_8"]
+    spooled, again = m["spooled"], m["single_again"]
+    spooled_1, spooled_8 = spooled["rate_1"] / again["rate_1"], spooled["rate_8"] / again["rate_8"]
     body = f"""
 Three paths answer the same chat request with a no-op model, measured in one run on the
 same {os.cpu_count()} cores, with the client (threads, one keep-alive connection each, closed
@@ -423,13 +437,16 @@ requests, warm-up included): **{totals.errors}**. The router answered
 {totals.router_answered:,} requests; {totals.interactions:,} interaction events were on the
 Kafka topic at the end.
 
-Where the router's time goes: its own work (parse, assign, generate with the echo model,
-answer, log the events) takes **{own["router"]:.0f} µs** per request in process, against
-{own["bare"]:.0f} µs for the bare Starlette app (both called as ASGI apps, no HTTP; the
-router's emitter a no-op). The router pays no second hop: the rest of its time is the hop
-every Serve deployment pays (proxy to replica), and at c=1 the CPU that its event logging
-takes on the same cores (the SDK's producer thread and the Kafka broker), which the single
-deployment, logging nothing, does not pay.
+Where the router's time goes. In a second phase the same router runs with its broker
+unreachable, so its events are only journaled: against the single deployment measured
+alongside, **{spooled_1:.2f}x** the req/s at c=1 and **{spooled_8:.2f}x** at c={CONCURRENCY},
+p50 {spooled["p50_1"] - again["p50_1"]:+.2f} ms at c=1. Its own work (parse, assign,
+generate with the echo model, answer, log the events) takes **{own["router"]:.0f} µs** per
+request in process, against {own["bare"]:.0f} µs for the bare Starlette app (both called
+as ASGI apps, no HTTP; the router's emitter a no-op). The router pays no second hop:
+beyond that work, its time is the hop every Serve deployment pays (proxy to replica)
+and the CPU that producing its events takes on the same cores (librdkafka and the
+Kafka broker's JVM), which the single deployment, logging nothing, does not pay.
 """
     write_section(NAME, body)
     print(body)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -75,7 +76,12 @@ def post(settings: Settings, body: bytes) -> tuple[int, dict[str, str], dict[str
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S + 10) as reply:
             return reply.status, {k.lower(): v for k, v in reply.headers.items()}, json.load(reply)
     except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.load(exc)
+        text = exc.read()
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError:  # Serve's proxy answers a lost replica in plain text
+            body = {"text": text.decode(errors="replace")}
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
 
 
 def arms(settings: Settings, users: list[str]) -> dict[str, str]:
@@ -268,4 +274,24 @@ def test_a_kafka_outage_fails_no_chat_and_loses_no_event(served: Settings) -> No
         lambda records: answered <= {r["response_id"] for _, r, _, _ in records},
         90,
         "the interactions answered while Kafka was away",
+    )
+
+
+def test_the_event_collector_is_mounted_on_the_router(served: Settings) -> None:
+    vectors = json.loads(
+        (Path(__file__).parents[2] / "schemas" / "vectors" / "vectors.json").read_text()
+    )["vectors"]
+    thumbs = next(v["event"] for v in vectors if v["name"] == "feedback/thumbs_down")
+    thumbs = {**thumbs, "event_id": f"router-mounted-{time.time_ns()}"}
+    request = urllib.request.Request(
+        f"{control.router_url(served)}/v1/events",
+        data=json.dumps({"events": [{"type": "feedback", "data": thumbs}]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert (reply.status, json.load(reply)["accepted"]) == (202, 1)
+    TopicReader(served, served.topics.feedback).wait_for(
+        lambda records: any(r["event_id"] == thumbs["event_id"] for _, r, _, _ in records),
+        60,
+        "the collected feedback",
     )
