@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 
 from prefloop.model_registry import ModelRegistry
 from prefloop.serving.assignment import Routing, Split
+from prefloop.serving.backends import EchoBackend
 from prefloop.serving.openai_api import ApiLimits
 from prefloop.serving.pool import ModelPool
 from prefloop.serving.router import ChatRouter
@@ -225,3 +227,31 @@ def test_an_unconfigured_router_is_not_ready(registry: ModelRegistry, tmp_path: 
         assert client.get("/healthz").status_code == 200
         reply = ask(client)
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "not_ready"
+
+
+class Stuck(EchoBackend):
+    """A model that never finishes (until told to)."""
+
+    def __init__(self, model_version: str) -> None:
+        super().__init__(model_version)
+        self.release = threading.Event()
+
+    blocking = True
+
+    def generate(self, requests: Any) -> Any:
+        self.release.wait(30)
+        return super().generate(requests)
+
+
+def test_a_request_past_its_timeout_gets_504(registry: ModelRegistry, tmp_path: Path) -> None:
+    router = make_router(registry, tmp_path, timeout_s=0.3)
+    stuck = {version: Stuck(version) for version in ("v1", "v2")}
+    router.pool._backends.update(stuck)  # the pool's models swapped for stuck ones
+    try:
+        with TestClient(router.app()) as client:
+            reply = ask(client)
+    finally:
+        for backend in stuck.values():
+            backend.release.set()
+    assert reply.status_code == 504
+    assert reply.json()["error"]["code"] == "timeout"
