@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,12 +160,18 @@ class ModelRegistry:
             return Path(self._root) / version
         target = cache_dir / version
         if not (target / MANIFEST).exists():
-            partial = cache_dir / f".{version}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
+            # each process downloads into its own folder and renames it into place;
+            # when another was faster, its copy is used and this one dropped
+            partial = cache_dir / f".{version}.{uuid.uuid4().hex}.partial"
             partial.mkdir(parents=True)
-            self._fs.get(f"{self._root}/{version}/", str(partial), recursive=True)
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
+            try:
+                self._fs.get(f"{self._root}/{version}/", str(partial), recursive=True)
+                partial.rename(target)
+            except OSError:
+                if not (target / MANIFEST).exists():
+                    raise
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return target
 
     def _read(self, manifest: str) -> ModelVersion:

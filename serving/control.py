@@ -34,6 +34,7 @@ __all__ = [
     "current_routing",
     "deploy",
     "promote",
+    "reroute",
     "rollback",
     "router_url",
     "serve",
@@ -76,26 +77,61 @@ def app_config(settings: Settings, routing: Routing) -> dict[str, Any]:
     return {
         "name": APP_NAME,
         "route_prefix": "/",
-        "import_path": "prefloop.serving.deployment:app",
+        "import_path": "prefloop.serving.deployment:build_app",
+        # a secret stays out of the config, but whether the collector needs a token
+        # does not: a replica whose environment lacks it mounts no collector
+        "args": {"collector_token_required": settings.collector_token is not None},
         "runtime_env": {"env_vars": env},
         "deployments": [deployment],
     }
 
 
 def deploy(settings: Settings, routing: Routing, *, timeout_s: float = 180.0) -> None:
-    """Run the router with ``routing``; a running router is reconfigured in place."""
+    """Run the router with ``routing`` and ``settings`` (replicas, resources, environment).
+
+    A running router whose settings are unchanged is reconfigured in place; other
+    changes start new replicas. To change only the routing, use :func:`reroute`.
+    """
+    _apply(settings, app_config(settings, routing), routing, timeout_s)
+
+
+def reroute(settings: Settings, routing: Routing, *, timeout_s: float = 60.0) -> None:
+    """Change only what the running router serves, in place.
+
+    The deployed config is read back from Serve and only its ``user_config``
+    replaced, so the caller's own settings (replicas, environment) change nothing.
+    """
+    app = _deployed_app(_client(settings))
+    if app is None:
+        raise ServingError("the router is not running: start it with `prefloop serve`")
+    config = json.loads(json.dumps(app))  # a private copy
+    for deployment in config.get("deployments", []):
+        if deployment.get("name") == DEPLOYMENT:
+            deployment["user_config"] = routing.to_config()
+    _apply(settings, config, routing, timeout_s)
+
+
+def _apply(settings: Settings, app: dict[str, Any], routing: Routing, timeout_s: float) -> None:
     registry = ModelRegistry.from_settings(settings)
     for version in routing.versions:
         registry.get(version)  # refuse an unknown version before Serve sees it
     client = _client(settings)
+    from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(
-        {
-            "http_options": {"host": "127.0.0.1", "port": settings.serve_port},
-            "applications": [app_config(settings, routing)],
-        }
-    )
+    try:
+        config = ServeDeploySchema.model_validate(
+            {
+                "http_options": {"host": "127.0.0.1", "port": settings.serve_port},
+                "applications": [app],
+            }
+        )
+    except ValidationError as exc:
+        raise ServingError(
+            f"Serve refuses the router's config ({exc.errors()[0]['msg']} at "
+            f"{'.'.join(map(str, exc.errors()[0]['loc']))}): check PREFLOOP_SERVE_AUTOSCALING "
+            "and the other PREFLOOP_SERVE_* settings"
+        ) from None
     client.deploy_apps(config)
     _wait_running(client, routing, timeout_s)
 
@@ -118,18 +154,22 @@ def serve(settings: Settings, version: str | None = None) -> Routing:
 
 def current_routing(settings: Settings) -> Routing | None:
     """The routing the running router serves, or None when no router runs."""
-    details = _client(settings).get_serve_details()
-    app = (details.get("applications") or {}).get(APP_NAME)
-    if not app or not app.get("deployed_app_config"):
-        return None
-    for deployment in app["deployed_app_config"].get("deployments", []):
+    app = _deployed_app(_client(settings))
+    for deployment in (app or {}).get("deployments", []):
         if deployment.get("name") == DEPLOYMENT and deployment.get("user_config"):
             return Routing.from_config(deployment["user_config"])
     return None
 
 
+def _deployed_app(client: Any) -> dict[str, Any] | None:
+    """The router's application config as Serve holds it, or None."""
+    app = (client.get_serve_details().get("applications") or {}).get(APP_NAME) or {}
+    config: dict[str, Any] | None = app.get("deployed_app_config")
+    return config
+
+
 def start_ab(settings: Settings, experiment: Split) -> None:
-    deploy(settings, Routing(experiment=experiment))
+    reroute(settings, Routing(experiment=experiment))
     _record(settings, "AB_STARTED", experiment.b, experiment, f"split {experiment.split:g} %")
 
 
@@ -139,7 +179,7 @@ def set_split(settings: Settings, split: float) -> Split:
         changed = experiment.with_split(split)
     except SplitError as exc:
         raise ServingError(str(exc)) from None
-    deploy(settings, Routing(experiment=changed))
+    reroute(settings, Routing(experiment=changed))
     _record(
         settings, "SPLIT_CHANGED", changed.b, changed,
         f"split {experiment.split:g} % -> {changed.split:g} %",
@@ -156,7 +196,7 @@ def promote(settings: Settings, version: str) -> Split:
             f"(A={experiment.a}, B={experiment.b}): promote one of them"
         )
     changed = experiment.with_split(100.0 if version == experiment.b else 0.0)
-    deploy(settings, Routing(experiment=changed))
+    reroute(settings, Routing(experiment=changed))
     _record(settings, "PROMOTED", version, changed, f"split -> {changed.split:g} %")
     return changed
 
@@ -165,7 +205,7 @@ def rollback(settings: Settings) -> Split:
     """All users back to arm A, the current version, in one change."""
     experiment = _experiment(settings)
     changed = experiment.with_split(0.0)
-    deploy(settings, Routing(experiment=changed))
+    reroute(settings, Routing(experiment=changed))
     _record(
         settings, "ROLLED_BACK", experiment.b, changed,
         f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}",
@@ -238,7 +278,15 @@ def _wait_running(client: Any, routing: Routing, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         app = (client.get_serve_details().get("applications") or {}).get(APP_NAME) or {}
         status, message = app.get("status", ""), app.get("message", "")
-        if status == "RUNNING":
+        deployed = next(
+            (
+                d.get("user_config")
+                for d in (app.get("deployed_app_config") or {}).get("deployments", [])
+                if d.get("name") == DEPLOYMENT
+            ),
+            None,
+        )
+        if status == "RUNNING" and deployed == routing.to_config():
             deployment = (app.get("deployments") or {}).get(DEPLOYMENT) or {}
             replicas = deployment.get("replicas") or []
             target = deployment.get("target_num_replicas", len(replicas))

@@ -13,12 +13,13 @@ environment.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ray import serve
 
 from prefloop.model_registry import ModelRegistry
-from prefloop.settings import load_settings
+from prefloop.settings import Settings, load_settings
 
 from .assignment import Routing
 from .collector import Limits, create_collector
@@ -27,7 +28,9 @@ from .openai_api import ApiLimits
 from .pool import ModelPool
 from .router import ChatRouter
 
-__all__ = ["DEPLOYMENT", "RouterReplica", "app"]
+__all__ = ["DEPLOYMENT", "RouterReplica", "build_app"]
+
+log = logging.getLogger(__name__)
 
 DEPLOYMENT = "router"
 EVENTS_LINGER_MS = 100
@@ -42,7 +45,7 @@ EVENTS_LINGER_MS = 100
 )
 @serve.ingress()
 class RouterReplica:
-    def __init__(self) -> None:
+    def __init__(self, collector_token_required: bool = False) -> None:
         settings = load_settings()
         # every replica journals under one spool: the SDK gives each a slot of its own,
         # and a replacement replica re-sends what a killed one left there. Events wait up
@@ -66,7 +69,7 @@ class RouterReplica:
                 default_max_tokens=min(256, settings.serve_max_tokens),
             ),
             timeout_s=settings.serve_request_timeout_s,
-            collector=create_collector(self.emitter, Limits.from_settings(settings)),
+            collector=_collector(self.emitter, settings, collector_token_required),
         )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -84,4 +87,18 @@ class RouterReplica:
         self.emitter.close(timeout=5.0)
 
 
-app = RouterReplica.bind()  # type: ignore[attr-defined]
+def build_app(args: dict[str, Any]) -> Any:
+    """The application ``control.app_config`` names by import path."""
+    return RouterReplica.bind(bool(args.get("collector_token_required")))  # type: ignore[attr-defined]
+
+
+def _collector(emitter: Any, settings: Settings, token_required: bool) -> Any:
+    """The event collector, or None when a token is required but not in this environment."""
+    if token_required and settings.collector_token is None:
+        log.error(
+            "the collector requires a token but PREFLOOP_COLLECTOR_TOKEN is not set in this "
+            "replica's environment: /v1/events is not served (secrets do not travel in the "
+            "Serve config; set it in the Ray workers' environment)"
+        )
+        return None
+    return create_collector(emitter, Limits.from_settings(settings))

@@ -27,9 +27,13 @@ from prefloop.model_registry import ModelRegistry, ModelVersion
 
 from .backends.base import Backend, Generation, GenerationRequest
 
-__all__ = ["ModelPool", "open_backend"]
+__all__ = ["ModelPool", "VersionRetired", "open_backend"]
 
 log = logging.getLogger(__name__)
+
+
+class VersionRetired(LookupError):
+    """A version the pool no longer holds (the routing changed under the request)."""
 
 
 def open_backend(
@@ -104,26 +108,39 @@ class ModelPool:
                 self._retiring[version] = self._backends.pop(version)
             self._close_idle()
 
-    @contextmanager
-    def use(self, version: str) -> Iterator[Backend]:
-        """The back end of ``version``, kept open until the block ends."""
+    def acquire(self, version: str) -> Backend:
+        """The back end of ``version``, kept open until :meth:`release`."""
         with self._lock:
             backend = self._backends.get(version) or self._retiring.get(version)
             if backend is None:
-                raise KeyError(version)
+                raise VersionRetired(version)
             self._in_use[version] += 1
+            return backend
+
+    def release(self, version: str) -> None:
+        with self._lock:
+            self._in_use[version] -= 1
+            self._close_idle()
+
+    @contextmanager
+    def use(self, version: str) -> Iterator[Backend]:
+        """The back end of ``version``, kept open until the block ends."""
+        backend = self.acquire(version)
         try:
             yield backend
         finally:
-            with self._lock:
-                self._in_use[version] -= 1
-                self._close_idle()
+            self.release(version)
 
     async def generate(self, version: str, request: GenerationRequest) -> Generation:
-        with self.use(version):
+        """One request's generation, batched with others (any version) in a replica."""
+        with self.use(version):  # held from the routing decision: a switch cannot retire it
             if self._in_replica:
-                return await self._batched((version, request))
-            return (await self.run_batch([(version, request)]))[0]
+                result = await self._batched((version, request))
+            else:
+                result = (await self.run_batch([(version, request)]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def close(self) -> None:
         with self._lock:
@@ -133,31 +150,61 @@ class ModelPool:
             self._retiring.clear()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def _batched(self, items: list[tuple[str, GenerationRequest]]) -> list[Generation]:
+    async def _batched(
+        self, items: list[tuple[str, GenerationRequest]]
+    ) -> list[Generation | Exception]:
         return await self.run_batch(items)
 
-    async def run_batch(self, items: list[tuple[str, GenerationRequest]]) -> list[Generation]:
-        """Generate for (version, request) pairs: one ``generate`` call per version."""
+    async def run_batch(
+        self, items: list[tuple[str, GenerationRequest]]
+    ) -> list[Generation | Exception]:
+        """Generate for (version, request) pairs: one ``generate`` call per version.
+
+        A version that fails, or was retired meanwhile, gives its exception in its
+        requests' places; the other version's requests are not affected.
+        """
         by_version: defaultdict[str, list[int]] = defaultdict(list)
         for index, (version, _) in enumerate(items):
             by_version[version].append(index)
-        results: list[Generation | None] = [None] * len(items)
+        results: list[Generation | Exception] = [VersionRetired("")] * len(items)
 
         async def run(version: str, indices: list[int]) -> None:
-            backend = self._backends.get(version) or self._retiring[version]
             requests = [items[i][1] for i in indices]
-            if backend.blocking:
-                generations = await asyncio.to_thread(backend.generate, requests)
-            else:
-                generations = backend.generate(requests)
-            for index, generation in zip(indices, generations, strict=True):
-                results[index] = generation
+            try:
+                backend = self.acquire(version)
+            except VersionRetired as exc:
+                for index in indices:
+                    results[index] = exc
+                return
+            try:
+                if backend.blocking:
+                    generations = await asyncio.to_thread(backend.generate, requests)
+                else:
+                    generations = backend.generate(requests)
+                for index, generation in zip(indices, generations, strict=True):
+                    results[index] = generation
+            except Exception as exc:  # this version's requests fail, not the other arm's
+                for index in indices:
+                    results[index] = exc
+            finally:
+                self.release(version)
 
         await asyncio.gather(*(run(v, indices) for v, indices in by_version.items()))
-        return [r for r in results if r is not None]
+        return results
 
     def _close_idle(self) -> None:
-        for version in [v for v in self._retiring if self._in_use[v] == 0]:
-            self._retiring.pop(version).close()
-            self._in_use.pop(version, None)
-            log.info("model %s closed", version)
+        """Close the retired versions no request holds (called under the lock).
+
+        Closing waits for a generation still running on the model (one whose request
+        timed out), so it happens in a thread: never on the event loop, never under
+        the lock.
+        """
+        idle = [self._retiring.pop(v) for v in list(self._retiring) if self._in_use[v] == 0]
+        for backend in idle:
+            self._in_use.pop(backend.model_version, None)
+            threading.Thread(target=_close, args=(backend,), daemon=True).start()
+
+
+def _close(backend: Backend) -> None:
+    backend.close()
+    log.info("model %s closed", backend.model_version)

@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from .assignment import ArmAssignment, Routing, SplitError
-from .backends.base import Backend, Generation
+from .assignment import ArmAssignment, Routing
+from .backends.base import Backend, Generation, GenerationRequest
 from .backends.exceptions import BackendError
 from .http import BodyTooLarge, read_body
 from .openai_api import (
@@ -49,7 +49,7 @@ from .openai_api import (
     completion_body,
     parse_chat_request,
 )
-from .pool import ModelPool
+from .pool import ModelPool, VersionRetired
 
 __all__ = ["ChatRouter", "Served"]
 
@@ -96,7 +96,8 @@ class ChatRouter:
         self._clock = clock
         self._remember = remember
         self._exposed: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._answers: OrderedDict[str, tuple[ArmAssignment, str, int]] = OrderedDict()
+        # response id -> (route, conversation, turn, user), for regenerates
+        self._answers: OrderedDict[str, tuple[ArmAssignment, str, int, str]] = OrderedDict()
         self._configure_lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------
@@ -156,11 +157,19 @@ class ChatRouter:
                 ) from None
             chat = parse_chat_request(body, request.headers, self.limits)
             served = self._route(chat)
+            self._expose(chat, served)  # assigned: exposed, whether or not the answer comes
             if chat.stream:
                 return self._stream(chat, served, started)
             generation = await self._generate(chat, served)
         except ApiError as exc:
             return JSONResponse(exc.body(), exc.status)
+        except Exception:
+            log.exception("chat request failed")
+            error = ApiError(
+                500, "the router failed on this request: retry, and report it if it persists",
+                kind="server_error", code="internal_error",
+            )  # fmt: skip
+            return JSONResponse(error.body(), error.status)
         latency_ms = int((time.perf_counter() - started) * 1000)
         return JSONResponse(
             completion_body(served.response_id, served.route.model_version, generation),
@@ -193,12 +202,11 @@ class ChatRouter:
                 )
             route = ArmAssignment(None, None, chat.model, None)
         if route is None:
-            try:
-                route = routing.assign(chat.user)
-            except SplitError as exc:
-                raise ApiError(400, str(exc), param="user") from None
+            route = routing.assign(chat.user)  # the parser made sure there is a user
         response_id = f"{_RESPONSE_PREFIX}{hex_id}"
-        self._remember_answer(response_id, route, conversation_id, turn)
+        _remember(
+            self._answers, response_id, (route, conversation_id, turn, chat.user), self._remember
+        )
         return Served(
             response_id=response_id,
             interaction_id=f"{_INTERACTION_PREFIX}{hex_id}",
@@ -223,21 +231,18 @@ class ChatRouter:
             )
         known = self._answers.get(original)
         if known is not None:
-            route, conversation_id, turn = known
+            route, conversation_id, turn, user = known
+            if user != chat.user:
+                raise ApiError(
+                    400,
+                    f"response {original!r} was given to another user: regenerate only "
+                    "your own responses",
+                    param="regenerate_of",
+                )
             if route.model_version in self.pool.versions:
                 return route, conversation_id, turn
         # answered by another replica, or long ago: the user's sticky arm serves it
-        try:
-            return routing.assign(chat.user), conversation_id, turn
-        except SplitError as exc:
-            raise ApiError(400, str(exc), param="user") from None
-
-    def _remember_answer(
-        self, response_id: str, route: ArmAssignment, conversation_id: str, turn: int
-    ) -> None:
-        self._answers[response_id] = (route, conversation_id, turn)
-        while len(self._answers) > self._remember:
-            self._answers.popitem(last=False)
+        return routing.assign(chat.user), conversation_id, turn
 
     async def _generate(self, chat: ChatRequest, served: Served) -> Generation:
         try:
@@ -252,41 +257,40 @@ class ChatRouter:
                 kind="server_error",
                 code="timeout",
             ) from None
-        except KeyError:
-            raise ApiError(
-                503, "the model version was just replaced: retry", kind="server_error"
-            ) from None
+        except VersionRetired:
+            raise _retired() from None
         except BackendError as exc:
             raise ApiError(500, str(exc), kind="server_error", code="model_error") from None
 
     def _stream(self, chat: ChatRequest, served: Served, started: float) -> StreamingResponse:
         created = int(self._clock())
         version = served.route.model_version
+        try:  # held until the generation ends, whatever happens to the request
+            backend = self.pool.acquire(version)
+        except VersionRetired:
+            raise _retired() from None
 
         async def events() -> AsyncIterator[str]:
-            pieces: list[str] = []
+            stream = _Stream(backend, chat.generation, lambda: self.pool.release(version))
             yield chunk_body(served.response_id, version, created, role=True, content="")
-            finish = "stop"
             try:
-                with self.pool.use(version) as backend:
-                    async for piece in _pieces(backend, chat, self.timeout_s):
-                        pieces.append(piece)
-                        yield chunk_body(served.response_id, version, created, content=piece)
+                async for piece in stream.pieces(self.timeout_s):
+                    yield chunk_body(served.response_id, version, created, content=piece)
             except ApiError as exc:  # the status is sent already: the error is the last event
                 yield f"data: {json.dumps(exc.body())}\n\n"
                 return
-            if len(pieces) >= chat.generation.max_tokens:
-                finish = "length"
-            yield chunk_body(served.response_id, version, created, finish_reason=finish)
-            prompt_tokens = sum(len(m["content"].split()) for m in chat.generation.messages)
+            generation = stream.result
+            assert generation is not None
+            yield chunk_body(
+                served.response_id, version, created, finish_reason=generation.finish_reason
+            )
             if chat.include_usage:
-                usage = (prompt_tokens, len(pieces))
+                usage = (generation.prompt_tokens, generation.completion_tokens)
                 yield chunk_body(served.response_id, version, created, usage=usage)
             yield "data: [DONE]\n\n"
-            generation = Generation("".join(pieces), prompt_tokens, len(pieces), "stop")
             self._log(chat, served, generation, int((time.perf_counter() - started) * 1000))
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(served))
+        return _ClosingStream(events(), media_type="text/event-stream", headers=_headers(served))
 
     # -- events --------------------------------------------------------------
     async def _log_after(
@@ -296,118 +300,166 @@ class ChatRouter:
         and not in a thread (an emit only appends to the SDK's queue)."""
         self._log(chat, served, generation, latency_ms)
 
+    def _expose(self, chat: ChatRequest, served: Served) -> None:
+        """An Exposure on the user's first assignment in an experiment (in this replica)."""
+        route = served.route
+        if route.experiment_id is None or route.arm is None:
+            return
+        key = (route.experiment_id, chat.user)
+        if key in self._exposed:
+            return
+        exposure = {
+            "exposure_id": str(uuid.uuid4()),
+            "ts": int(self._clock() * 1000),
+            "experiment_id": route.experiment_id,
+            "user_id": chat.user,
+            "arm": route.arm,
+            "model_version": route.model_version,
+            "bucket": route.bucket,
+            "conversation_id": served.conversation_id,
+        }
+        if self._emit("exposure", exposure, served):
+            _remember(self._exposed, key, None, self._remember)
+
     def _log(
         self, chat: ChatRequest, served: Served, generation: Generation, latency_ms: int
     ) -> None:
-        if self.emitter is None:
-            return
         now = int(self._clock() * 1000)
         route = served.route
+        if served.regenerates is not None:
+            regenerate = {
+                "event_id": str(uuid.uuid4()),
+                "ts": now,
+                "kind": "REGENERATE",
+                "interaction_id": _INTERACTION_PREFIX
+                + served.regenerates.removeprefix(_RESPONSE_PREFIX),
+                "response_id": served.regenerates,
+                "conversation_id": served.conversation_id,
+                "user_id": chat.user,
+                "session_id": served.session_id,
+                "value": None,
+                "text": None,
+                "metadata": {},
+            }
+            self._emit("feedback", regenerate, served)
+        interaction = {
+            "interaction_id": served.interaction_id,
+            "response_id": served.response_id,
+            "regenerates": served.regenerates,
+            "conversation_id": served.conversation_id,
+            "turn": served.turn,
+            "ts": now,
+            "user_id": chat.user,
+            "session_id": served.session_id,
+            "experiment_id": route.experiment_id,
+            "arm": route.arm,
+            "model_version": route.model_version,
+            "messages": [dict(m) for m in chat.generation.messages],
+            "response": generation.text,
+            "latency_ms": latency_ms,
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "uncertainty": None,
+            "metadata": {"finish_reason": generation.finish_reason},
+        }
+        self._emit("interaction", interaction, served)
+
+    def _emit(self, record_type: str, record: dict[str, Any], served: Served) -> bool:
+        """Emit one event; False (and a log line) when it could not be: never raises."""
+        if self.emitter is None:
+            return True
         try:
-            if route.experiment_id is not None and route.arm is not None:
-                key = (route.experiment_id, chat.user)
-                if key not in self._exposed:
-                    self._exposed[key] = None
-                    while len(self._exposed) > self._remember:
-                        self._exposed.popitem(last=False)
-                    self.emitter.emit(
-                        "exposure",
-                        {
-                            "exposure_id": str(uuid.uuid4()),
-                            "ts": now,
-                            "experiment_id": route.experiment_id,
-                            "user_id": chat.user,
-                            "arm": route.arm,
-                            "model_version": route.model_version,
-                            "bucket": route.bucket,
-                            "conversation_id": served.conversation_id,
-                        },
-                    )
-            if served.regenerates is not None:
-                self.emitter.emit(
-                    "feedback",
-                    {
-                        "event_id": str(uuid.uuid4()),
-                        "ts": now,
-                        "kind": "REGENERATE",
-                        "interaction_id": _INTERACTION_PREFIX
-                        + served.regenerates.removeprefix(_RESPONSE_PREFIX),
-                        "response_id": served.regenerates,
-                        "conversation_id": served.conversation_id,
-                        "user_id": chat.user,
-                        "session_id": served.session_id,
-                        "value": None,
-                        "text": None,
-                        "metadata": {},
-                    },
-                )
-            self.emitter.emit(
-                "interaction",
-                {
-                    "interaction_id": served.interaction_id,
-                    "response_id": served.response_id,
-                    "regenerates": served.regenerates,
-                    "conversation_id": served.conversation_id,
-                    "turn": served.turn,
-                    "ts": now,
-                    "user_id": chat.user,
-                    "session_id": served.session_id,
-                    "experiment_id": route.experiment_id,
-                    "arm": route.arm,
-                    "model_version": route.model_version,
-                    "messages": [dict(m) for m in chat.generation.messages],
-                    "response": generation.text,
-                    "latency_ms": latency_ms,
-                    "prompt_tokens": generation.prompt_tokens,
-                    "completion_tokens": generation.completion_tokens,
-                    "uncertainty": None,
-                    "metadata": {"finish_reason": generation.finish_reason},
-                },
-            )
+            self.emitter.emit(record_type, record)
         except Exception:  # logging must never fail or slow a chat request
-            log.exception("could not log the events of response %s", served.response_id)
+            log.exception("could not log the %s of response %s", record_type, served.response_id)
+            return False
+        return True
 
 
-async def _pieces(backend: Backend, chat: ChatRequest, timeout_s: float) -> AsyncIterator[str]:
-    """The back end's stream, read in a thread, each piece within the request's deadline."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stop = threading.Event()
+def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Put ``key`` in a bounded memory, forgetting the oldest entries past ``limit``."""
+    memory[key] = value
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
-    def produce() -> None:
-        pieces = backend.stream(chat.generation)
-        try:
-            for piece in pieces:
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
-        except Exception as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
-            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
 
-    worker = threading.Thread(target=produce, name="prefloop-stream", daemon=True)
-    worker.start()
-    deadline = loop.time() + timeout_s
-    try:
-        while True:
+class _Stream:
+    """A back end's stream read in a thread; ``release`` runs when the thread ends.
+
+    The thread stops at the next piece once the reader is gone (a disconnect, a
+    timeout); the model stays held until then, so a version switch cannot close it
+    under a running generation.
+    """
+
+    def __init__(
+        self, backend: Backend, request: GenerationRequest, release: Callable[[], None]
+    ) -> None:
+        self.backend, self.request, self.release = backend, request, release
+        self.result: Generation | None = None
+
+    async def pieces(self, timeout_s: float) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def produce() -> None:
             try:
-                kind, value = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise ApiError(
-                    504, f"the model did not finish within {timeout_s:g} s",
-                    kind="server_error", code="timeout",
-                ) from None  # fmt: skip
-            if kind == "end":
-                return
-            if kind == "error":
-                raise ApiError(500, str(value), kind="server_error", code="model_error")
-            yield value
-    finally:
-        stop.set()
+                pieces = self.backend.stream(self.request)
+                try:
+                    while not stop.is_set():
+                        loop.call_soon_threadsafe(queue.put_nowait, ("piece", next(pieces)))
+                except StopIteration as done:
+                    loop.call_soon_threadsafe(queue.put_nowait, ("end", done.value))
+                finally:
+                    pieces.close()
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            finally:
+                self.release()
+
+        threading.Thread(target=produce, name="prefloop-stream", daemon=True).start()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(
+                        queue.get(), max(0.0, deadline - loop.time())
+                    )
+                except TimeoutError:
+                    raise ApiError(
+                        504, f"the model did not finish within {timeout_s:g} s",
+                        kind="server_error", code="timeout",
+                    ) from None  # fmt: skip
+                if kind == "end":
+                    self.result = value
+                    return
+                if kind == "error":
+                    raise ApiError(500, str(value), kind="server_error", code="model_error")
+                yield value
+        finally:
+            stop.set()
+
+
+class _ClosingStream(StreamingResponse):
+    """A streaming response that closes its body iterator however the response ends.
+
+    Starlette leaves an abandoned iterator to the garbage collector; closing it runs
+    the stream's ``finally``, which stops the model's thread at its next piece.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _retired() -> ApiError:
+    return ApiError(
+        503, "the model version was just replaced: retry", kind="server_error", code="retired"
+    )
 
 
 def _headers(served: Served) -> dict[str, str]:

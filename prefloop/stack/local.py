@@ -153,8 +153,12 @@ class LocalStack:
         done = subprocess.run(
             _cli("serve"), env=child_environment(s), capture_output=True, text=True
         )
-        if done.returncode != 0:
-            raise StackError(f"the router did not start: {done.stderr.strip() or done.stdout}")
+        if done.returncode != 0:  # the rest of the stack is fine: say so, and go on
+            reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+            self.say(
+                f"router: did not start ({' '.join(reason) or 'no output'}); the rest of the "
+                "stack is up: fix it and run `prefloop serve`"
+            )
 
     def _up_worker(self, started: list[ManagedProcess]) -> None:
         s = self.settings

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -118,11 +118,13 @@ class Backend(ABC):
         """Complete a batch of requests; the results are in the order of the requests."""
 
     @abstractmethod
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         """Complete one request, yielding its text piece by piece as it is generated.
 
-        The pieces joined are the text ``generate`` would return for the request.
-        Closing the iterator early stops the generation.
+        The pieces joined are the text ``generate`` would return for the request; the
+        generator's return value (``StopIteration.value``) is that whole
+        :class:`Generation`, with its token counts and finish reason. Closing the
+        iterator early stops the generation.
         """
 
     @abstractmethod

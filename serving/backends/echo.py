@@ -7,7 +7,7 @@ truncates the answer (``finish_reason`` ``"length"``) as a real model would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from .base import Backend, Generation, GenerationRequest
 
@@ -23,10 +23,11 @@ class EchoBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         return [self._answer(request) for request in requests]
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        words = self._answer(request).text.split(" ")
-        for index, word in enumerate(words):
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
+        answer = self._answer(request)
+        for index, word in enumerate(answer.text.split(" ")):
             yield word if index == 0 else f" {word}"
+        return answer
 
     def close(self) -> None:
         pass

@@ -10,7 +10,7 @@ request gives the same text alone or in a batch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ class TransformersBackend(Backend):
             results += self._run(requests[start : start + self.max_batch_size])
         return results
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         self._check_open()
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
@@ -125,9 +125,10 @@ class TransformersBackend(Backend):
             if "error" in outcome:
                 raise outcome["error"]
             # the final text is authoritative: what was held back, or trimmed at a stop
-            text = outcome["result"].text
-            if text.startswith(sent) and len(text) > len(sent):
-                yield text[len(sent) :]
+            result: Generation = outcome["result"]
+            if result.text.startswith(sent) and len(result.text) > len(sent):
+                yield result.text[len(sent) :]
+            return result
         finally:
             cancel.set()
             worker.join()

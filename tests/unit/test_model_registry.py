@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
 import pytest
 
 from prefloop.model_registry import MANIFEST, ModelRegistry, RegistryError, UnknownModelError
-from prefloop.serving.backends import GenerationRequest
-from prefloop.serving.pool import ModelPool
 
 
 def saved_model(path: Path) -> Path:
@@ -54,17 +51,3 @@ def test_a_remote_registry_is_copied_into_the_local_cache_once(tmp_path: Path) -
     assert {p.name for p in local.iterdir()} == {"config.json", "tokenizer.json", MANIFEST}
     (local / "config.json").write_text("cached")
     assert (registry.local_path("v1", tmp_path / "cache") / "config.json").read_text() == "cached"
-
-
-def test_one_batch_of_two_versions_runs_each_version_once(tmp_path: Path) -> None:
-    registry = ModelRegistry(tmp_path / "models")
-    registry.register("v1", backend="echo")
-    registry.register("v2", backend="echo")
-    pool = ModelPool(registry, cache_dir=tmp_path / "cache")
-    pool.load(("v1", "v2"))
-    items = [
-        (version, GenerationRequest([{"role": "user", "content": str(i)}]))
-        for i, version in enumerate(["v1", "v2", "v1", "v2"])
-    ]
-    texts = [g.text for g in asyncio.run(pool.run_batch(items))]
-    assert texts == ["v1 heard: 0", "v2 heard: 1", "v1 heard: 2", "v2 heard: 3"]

@@ -155,6 +155,27 @@ def test_streaming_sends_the_same_text_in_chunks_and_ends_with_done(router: Chat
     assert chunks[-1]["usage"]["completion_tokens"] == 3
 
 
+def test_a_stream_cut_by_max_tokens_says_length_with_the_models_counts(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    events = Recorder()
+    router = make_router(registry, tmp_path, emitter=events)
+    request = {"model": "prefloop", "messages": [{"role": "user", "content": "a b c d"}],
+               "user": "gina", "stream": True, "max_tokens": 2,
+               "stream_options": {"include_usage": True}}  # fmt: skip
+    with (
+        TestClient(router.app()) as client,
+        client.stream("POST", "/v1/chat/completions", json=request) as reply,
+    ):
+        lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
+    chunks = [json.loads(line[6:]) for line in lines]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    (logged,) = events.of("interaction")
+    assert logged["metadata"]["finish_reason"] == "length"
+    assert (logged["prompt_tokens"], logged["completion_tokens"]) == (4, 2)
+
+
 def request_body(**fields: Any) -> bytes:
     """A valid request with ``fields`` changed (None removes one)."""
     body = {"model": "prefloop", "messages": [{"role": "user", "content": "x"}], "user": "u"}
@@ -210,9 +231,21 @@ def test_a_version_can_be_pinned_outside_the_experiment(router: ChatRouter) -> N
     assert [m["id"] for m in models["data"]] == ["prefloop", "v1", "v2"]
 
 
+class Closing(EchoBackend):
+    def __init__(self, model_version: str) -> None:
+        super().__init__(model_version)
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
 def test_reconfiguring_loads_the_new_versions_and_closes_the_old(router: ChatRouter) -> None:
+    old = {version: Closing(version) for version in ("v1", "v2")}
+    router.pool._backends.update(old)  # to see them closed
     router.configure(Routing(version="v3"))
     assert router.pool.versions == ("v3",)
+    assert all(backend.closed.wait(10) for backend in old.values())
     with TestClient(router.app()) as client:
         reply = ask(client, "frank")
         ready = client.get("/readyz").json()
@@ -247,11 +280,18 @@ def test_a_request_past_its_timeout_gets_504(registry: ModelRegistry, tmp_path: 
     router = make_router(registry, tmp_path, timeout_s=0.3)
     stuck = {version: Stuck(version) for version in ("v1", "v2")}
     router.pool._backends.update(stuck)  # the pool's models swapped for stuck ones
-    try:
-        with TestClient(router.app()) as client:
+    with TestClient(router.app()) as client:
+        try:
             reply = ask(client)
-    finally:
-        for backend in stuck.values():
-            backend.release.set()
+        finally:  # let the abandoned generation end before the client's loop closes
+            for backend in stuck.values():
+                backend.release.set()
     assert reply.status_code == 504
     assert reply.json()["error"]["code"] == "timeout"
+
+
+def test_a_regenerate_of_another_users_response_is_refused(router: ChatRouter) -> None:
+    with TestClient(router.app()) as client:
+        first = ask(client, "hank").json()
+        reply = ask(client, "ivy", regenerate_of=first["id"])
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "regenerate_of"
