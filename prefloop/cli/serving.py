@@ -89,6 +89,66 @@ def ab_status(ctx: click.Context) -> None:
     console.print(f"ab: {_describe(routing)}" if routing else "ab: the router is not running")
 
 
+@ab.command("plan")
+@click.option(
+    "--mde",
+    type=float,
+    required=True,
+    help="Smallest effect to detect: absolute, or relative with --relative.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Baseline rate of a 0/1 metric (e.g. 0.12 regenerate rate).",
+)
+@click.option("--mean", "mean", type=float, default=None, help="Baseline mean of a metric.")
+@click.option("--sd", type=float, default=None, help="Per-user standard deviation (with --mean).")
+@click.option("--relative", is_flag=True, help="--mde is relative to the baseline (0.05 = 5 %).")
+@click.option(
+    "--split",
+    type=click.FloatRange(0, 100, min_open=True, max_open=True),
+    default=50.0,
+    show_default=True,
+    help="Percent of users on arm B.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Two-sided significance level.",
+)
+@click.option(
+    "--power",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="Chance to detect an effect of --mde.",
+)
+def ab_plan(
+    mde: float, rate: float | None, mean: float | None, sd: float | None, relative: bool,
+    split: float, alpha: float, power: float,
+) -> None:  # fmt: skip
+    """How many users an experiment needs to detect an effect of --mde."""
+    from prefloop.analytics.stats import sample_size, sample_size_proportion
+
+    if (rate is None) == (mean is None) or (mean is not None and sd is None):
+        raise click.UsageError("give either --rate, or --mean with --sd")
+    if rate is not None:
+        size = sample_size_proportion(rate, mde, alpha, power, split / 100, relative=relative)
+        baseline = f"rate {rate:g}"
+    else:
+        assert mean is not None and sd is not None
+        size = sample_size(mean, sd, mde, alpha, power, split / 100, relative=relative)
+        baseline = f"mean {mean:g}, sd {sd:g}"
+    effect = f"{mde:g}" + (" relative" if relative else "")
+    console.print(
+        f"ab plan: {baseline}, effect {effect}, alpha {alpha:g}, power {power:g}, "
+        f"split {split:g} %: {size.n_a:,} users on A + {size.n_b:,} on B = {size.total:,}"
+    )
+
+
 @cli.command()
 @click.argument("version")
 @click.pass_context
