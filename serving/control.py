@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 APP_NAME = "prefloop"
+PROXY_GRACE_S = 2.0  # the proxy's deadline is the router's plus this
 _SECRETS = ("PASSWORD", "TOKEN")
 
 
@@ -122,7 +123,7 @@ def _apply(settings: Settings, app: dict[str, Any], routing: Routing, timeout_s:
     try:
         config = ServeDeploySchema.model_validate(
             {
-                "http_options": {"host": "127.0.0.1", "port": settings.serve_port},
+                "http_options": _http_options(settings),
                 "applications": [app],
             }
         )
@@ -222,6 +223,19 @@ def stop(settings: Settings) -> bool:
     return True
 
 
+def _http_options(settings: Settings) -> dict[str, Any]:
+    """Serve's proxy: on 127.0.0.1, and a request deadline of its own.
+
+    The router times a request out itself (504), but not when its replica dies under
+    it: then the proxy's deadline, a little later, ends the request.
+    """
+    return {
+        "host": "127.0.0.1",
+        "port": settings.serve_port,
+        "request_timeout_s": settings.serve_request_timeout_s + PROXY_GRACE_S,
+    }
+
+
 def _experiment(settings: Settings) -> Split:
     routing = current_routing(settings)
     if routing is None:
@@ -266,7 +280,7 @@ def _client(settings: Settings) -> Any:
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # not "Started Serve ..."
-        serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
+        serve.start(http_options=_http_options(settings))
         client = _get_global_client()
     return client
 
