@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,13 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
     for name, pid in pids.items():
         assert not pid_alive(pid), f"{name} (pid {pid}) outlived down"
         assert _group_members(pid) == [], f"{name}'s children outlived down"
-    assert all(port_is_free(port) for port in ports(settings))
+    # Ray's workers (Serve's proxy among them) exit a moment after their head: allow it
+    deadline = time.monotonic() + 20
+    while (taken := [p for p in ports(settings) if not port_is_free(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    assert taken == [], f"ports still taken after down: {taken} (serve port {settings.serve_port})"
     status = prefloop(settings, "status", "--json")
     assert {row["state"] for row in json.loads(status.stdout)} == {"down"}
     again = prefloop(settings, "down")
