@@ -237,24 +237,14 @@ class JointMoments:
         )
 
     @property
-    def mean_x(self) -> float:
-        _enough(self.n, None, 1)
-        return self.sum_x / self.n
+    def x(self) -> Moments:
+        """The moments of x alone."""
+        return Moments(self.n, self.sum_x, self.sum_x2)
 
     @property
-    def mean_y(self) -> float:
-        _enough(self.n, None, 1)
-        return self.sum_y / self.n
-
-    @property
-    def var_x(self) -> float:
-        _enough(self.n, None)
-        return _sum_sq_dev(self.n, self.sum_x, self.sum_x2, "x") / (self.n - 1)
-
-    @property
-    def var_y(self) -> float:
-        _enough(self.n, None)
-        return _sum_sq_dev(self.n, self.sum_y, self.sum_y2, "y") / (self.n - 1)
+    def y(self) -> Moments:
+        """The moments of y alone."""
+        return Moments(self.n, self.sum_y, self.sum_y2)
 
     @property
     def cov_xy(self) -> float:
@@ -395,8 +385,8 @@ def _ratio_var(m: JointMoments, arm: str) -> tuple[float, float]:
         )
     ratio = m.sum_x / m.sum_y
     # var_x/μy² − 2 μx cov/μy³ + μx² var_y/μy⁴, with μx/μy = ratio, over n users
-    spread = m.var_x - 2 * ratio * m.cov_xy + ratio**2 * m.var_y
-    return ratio, max(spread, 0.0) / (m.n * m.mean_y**2)
+    spread = m.x.variance - 2 * ratio * m.cov_xy + ratio**2 * m.y.variance
+    return ratio, max(spread, 0.0) / (m.n * m.y.mean**2)
 
 
 def ratio_delta(a: JointMoments, b: JointMoments, level: float = 0.95) -> TestResult:
@@ -508,13 +498,13 @@ def cuped(a: JointMoments, b: JointMoments) -> CupedResult:
     _enough(a.n, "A")
     _enough(b.n, "B")
     both = a + b
-    if both.var_x == 0:
+    if both.x.variance == 0:
         raise StatsError(
             "the covariate x has zero variance over both arms: CUPED cannot use it; "
             "run welch_t on y alone"
         )
-    theta = both.cov_xy / both.var_x
-    return CupedResult(_adjusted(a, theta, both.mean_x), _adjusted(b, theta, both.mean_x), theta)
+    theta = both.cov_xy / both.x.variance
+    return CupedResult(_adjusted(a, theta, both.x.mean), _adjusted(b, theta, both.x.mean), theta)
 
 
 # -- sequential testing -----------------------------------------------------------------

@@ -23,7 +23,7 @@ from prefloop.errors import PrefloopError
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, settings_env
 
-from .assignment import Routing, Split, SplitError
+from .assignment import Routing, Split
 from .deployment import DEPLOYMENT
 from .events import feedback_client
 
@@ -176,16 +176,9 @@ def start_ab(settings: Settings, experiment: Split) -> None:
 
 def set_split(settings: Settings, split: float) -> Split:
     experiment = _experiment(settings)
-    try:
-        changed = experiment.with_split(split)
-    except SplitError as exc:
-        raise ServingError(str(exc)) from None
-    reroute(settings, Routing(experiment=changed))
-    _record(
-        settings, "SPLIT_CHANGED", changed.b, changed,
-        f"split {experiment.split:g} % -> {changed.split:g} %",
-    )  # fmt: skip
-    return changed
+    changed = experiment.with_split(split)
+    detail = f"split {experiment.split:g} % -> {changed.split:g} %"
+    return _change(settings, changed, "SPLIT_CHANGED", changed.b, detail)
 
 
 def promote(settings: Settings, version: str) -> Split:
@@ -197,20 +190,20 @@ def promote(settings: Settings, version: str) -> Split:
             f"(A={experiment.a}, B={experiment.b}): promote one of them"
         )
     changed = experiment.with_split(100.0 if version == experiment.b else 0.0)
-    reroute(settings, Routing(experiment=changed))
-    _record(settings, "PROMOTED", version, changed, f"split -> {changed.split:g} %")
-    return changed
+    return _change(settings, changed, "PROMOTED", version, f"split -> {changed.split:g} %")
 
 
 def rollback(settings: Settings) -> Split:
     """All users back to arm A, the current version, in one change."""
     experiment = _experiment(settings)
-    changed = experiment.with_split(0.0)
+    detail = f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}"
+    return _change(settings, experiment.with_split(0.0), "ROLLED_BACK", experiment.b, detail)
+
+
+def _change(settings: Settings, changed: Split, kind: str, version: str, detail: str) -> Split:
+    """Serve ``changed`` in place and record the change as a ModelEvent."""
     reroute(settings, Routing(experiment=changed))
-    _record(
-        settings, "ROLLED_BACK", experiment.b, changed,
-        f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}",
-    )  # fmt: skip
+    _record(settings, kind, version, changed, detail)
     return changed
 
 

@@ -20,6 +20,9 @@ def _describe(routing: object) -> str:
     return f"experiment {e.experiment_id}: A={e.a} {100 - e.split:g} %, B={e.b} {e.split:g} %"
 
 
+_FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+
 @cli.command()
 @click.option("--version", "version", default=None, help="The version to serve to every user.")
 @click.option("--stop", is_flag=True, help="Stop the router instead.")
@@ -113,15 +116,11 @@ def ab_status(ctx: click.Context) -> None:
     help="Percent of users on arm B.",
 )
 @click.option(
-    "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="Two-sided significance level.",
+    "--alpha", type=_FRACTION, default=0.05, show_default=True, help="Two-sided significance level."
 )
 @click.option(
     "--power",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=_FRACTION,
     default=0.8,
     show_default=True,
     help="Chance to detect an effect of --mde.",

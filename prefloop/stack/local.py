@@ -297,23 +297,20 @@ def worker_ready(port: int) -> bool:
 
 
 def router_ready(settings: Settings) -> bool:
-    """Whether the A/B router answers its readiness check."""
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{settings.serve_port}/readyz", timeout=2
-        ) as reply:
-            return bool(reply.status == 200)
-    except OSError:  # URLError and HTTPError (503 while loading) are OSErrors
-        return False
+    """Whether the A/B router answers its readiness check (503 while loading)."""
+    return _answers_ok(f"http://127.0.0.1:{settings.serve_port}/readyz", timeout=2)
 
 
 def _pings(port: int) -> bool:
-    if not port_answers(port):
-        return False
+    return port_answers(port) and _answers_ok(f"http://127.0.0.1:{port}/ping", timeout=1)
+
+
+def _answers_ok(url: str, timeout: float) -> bool:
+    """Whether a GET of ``url`` answers 200."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as reply:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
             return bool(reply.status == 200)
-    except OSError:
+    except OSError:  # URLError, and HTTPError for any other status, are OSErrors
         return False
 
 

@@ -88,8 +88,10 @@ def test_joint_moments_give_numpy_variances_and_covariance():
     y = 2 * x + gen.normal(size=300)
     m = JointMoments.of(x, y)
     cov = np.cov(x, y, ddof=1)
-    assert (m.var_x, m.var_y, m.cov_xy) == pytest.approx((cov[0, 0], cov[1, 1], cov[0, 1]))
-    assert (m.mean_x, m.mean_y) == pytest.approx((x.mean(), y.mean()))
+    assert (m.x.variance, m.y.variance, m.cov_xy) == pytest.approx(
+        (cov[0, 0], cov[1, 1], cov[0, 1])
+    )
+    assert (m.x.mean, m.y.mean) == pytest.approx((x.mean(), y.mean()))
 
 
 def test_a_proportion_as_moments_is_the_zero_one_metric():
@@ -361,9 +363,9 @@ def test_cuped_lowers_the_variance_when_the_covariate_correlates():
     x_a, y_a, x_b, y_b = cuped_data(9)
     a, b = JointMoments.of(x_a, y_a), JointMoments.of(x_b, y_b)
     result = cuped(a, b)
-    assert result.a.variance < 0.3 * a.var_y
+    assert result.a.variance < 0.3 * a.y.variance
     assert result.a.variance == pytest.approx(
-        a.var_y - 2 * result.theta * a.cov_xy + result.theta**2 * a.var_x, rel=1e-9
+        a.y.variance - 2 * result.theta * a.cov_xy + result.theta**2 * a.x.variance, rel=1e-9
     )
     assert welch_t(result.a, result.b).se < 0.6 * welch_t(Moments.of(y_a), Moments.of(y_b)).se
 
