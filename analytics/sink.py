@@ -1,4 +1,5 @@
-"""The ClickHouse sink: every topic into ``raw_events``, in batches, offsets after the insert.
+"""The ClickHouse sink: every topic into ``raw_events`` and its typed table, in batches,
+offsets after the insert.
 
 One consumer group (``<prefix>-sink``) reads the public topics with read_committed
 (so an aborted transaction of the stream worker never lands) and inserts a batch
@@ -12,6 +13,14 @@ insert is retried with backoff and nothing is committed meanwhile.
 Each row also carries its record type (from the writer fingerprint in the
 single-object header) and event id (the first field of every schema, read from the
 Avro body without decoding the rest).
+
+Each event is also decoded into the typed table of its record type
+(:mod:`prefloop.analytics.tables`: ``interactions``, ``feedback``, ``scores``, ...),
+which the metrics and the verdict query. Those tables feed materialized views, which
+count what is inserted, so there a re-delivered record must not land twice: the sink
+skips a record at or below the highest offset its table already holds for that
+partition (read back from the table when the sink starts). A record that does not
+decode lands in ``raw_events`` only; the stream worker's dead letters say why.
 
 In embedded mode the sink runs as a thread of the process that owns chDB; with a
 ClickHouse server, ``prefloop sink`` runs it in its own process.
@@ -31,8 +40,9 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Message, TopicPartition
 
 from prefloop import kafka
+from prefloop.analytics.tables import TABLES, TableLayout, Watermarks, load_layouts
 from prefloop.settings import Settings
-from prefloop_sdk import bundled_catalog
+from prefloop_sdk import DecodeError, bundled_catalog, codec
 
 __all__ = ["ClickHouseSink", "event_id_of", "rows_table"]
 
@@ -119,6 +129,8 @@ class ClickHouseSink:
         self.group_id = group_id or f"{settings.topic_prefix}-sink"
         self.rows_inserted = 0
         self.batches = 0
+        self.typed_rows = 0
+        self.undecodable = 0
 
     def run(self, stop: threading.Event) -> None:
         """Consume, insert and commit until ``stop`` is set; start over after an error
@@ -136,6 +148,8 @@ class ClickHouseSink:
         Offsets are committed in order, each batch's after its own insert returned.
         """
         client = self.client_factory()
+        layouts = load_layouts(client)
+        watermarks = Watermarks(client, layouts)
         consumer = kafka.consumer(self.settings, self.group_id, **_BULK_FETCH)
         consumer.subscribe(self.topics)
         pending: tuple[Future[bool], list[TopicPartition]] | None = None
@@ -147,8 +161,8 @@ class ClickHouseSink:
                         self._finish(consumer, *pending)
                         pending = None
                     if batch:
-                        table = rows_table(batch)
-                        insert = inserter.submit(self._insert, client, table, stop)
+                        writer = _BatchWriter(client, batch, layouts, watermarks, self)
+                        insert = inserter.submit(self._insert, writer, stop)
                         pending = (insert, _next_offsets(batch))
                 if pending is not None:
                     self._finish(consumer, *pending)
@@ -176,20 +190,82 @@ class ClickHouseSink:
                     log.warning("sink: %s", message.error())
         return batch
 
-    def _insert(self, client: Client, table: pa.Table, stop: threading.Event) -> bool:
+    def _insert(self, writer: _BatchWriter, stop: threading.Event) -> bool:
         backoff = 0.5
         while not stop.is_set():
             try:
-                client.insert_arrow(TABLE, table)
+                writer.write()
             except Exception as exc:  # the store or the server is away: keep the batch
-                log.warning("sink: insert of %d rows failed (%s); retrying", table.num_rows, exc)
+                log.warning("sink: insert of %d rows failed (%s); retrying", writer.size, exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
-            self.rows_inserted += table.num_rows
+            self.rows_inserted += writer.size
             self.batches += 1
             return True
         return False
+
+
+class _BatchWriter:
+    """One batch into ``raw_events`` and the typed tables; ``write`` may be retried.
+
+    ``raw_events`` collapses a repeated insert itself; the typed tables are written
+    past their watermark only, which advances after each insert, so a retry after a
+    partial failure writes only what is missing.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        batch: Sequence[Message],
+        layouts: dict[str, TableLayout],
+        watermarks: Watermarks,
+        sink: ClickHouseSink,
+    ) -> None:
+        self.client = client
+        self.batch = batch
+        self.layouts = layouts
+        self.watermarks = watermarks
+        self.sink = sink
+        self.size = len(batch)
+        self._raw_done = False
+        self._typed: dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]] | None = None
+
+    def write(self) -> None:
+        if not self._raw_done:
+            self.client.insert_arrow(TABLE, rows_table(self.batch))
+            self._raw_done = True
+        if self._typed is None:
+            self._typed = self._decode()
+        for table, (records, sources) in self._typed.items():
+            fresh = [i for i, (p, o) in enumerate(sources) if self.watermarks.is_new(table, p, o)]
+            if not fresh:
+                continue
+            rows = self.layouts[table].rows(
+                [records[i] for i in fresh], [sources[i] for i in fresh]
+            )
+            self.client.insert_arrow(table, rows)
+            self.watermarks.advance(table, (sources[i] for i in fresh))
+            self.sink.typed_rows += rows.num_rows
+
+    def _decode(self) -> dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]]:
+        topics = self.sink.settings.topics
+        typed: dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]] = {}
+        for message in self.batch:
+            try:
+                record_type, record = codec.decode(message.value() or b"")
+            except DecodeError:
+                self.sink.undecodable += 1
+                continue
+            kind = str(record_type)
+            table = TABLES.get(kind)
+            if table is None or topics.for_record(kind) != message.topic():
+                self.sink.undecodable += 1  # a record on a topic not its own: raw only
+                continue
+            records, sources = typed.setdefault(table, ([], []))
+            records.append(record)
+            sources.append((int(message.partition() or 0), int(message.offset() or 0)))
+        return typed
 
 
 def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:

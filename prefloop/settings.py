@@ -140,6 +140,35 @@ class Settings(BaseSettings):
     clickhouse_port: Port = Field(
         8124, ge=1, le=65535, description="port of the embedded store's owner (HTTP, 127.0.0.1)"
     )
+    clickhouse_retention_days: int = Field(
+        0, ge=0, description="days the event tables keep a row (TTL); 0: keep every row"
+    )
+
+    # -- A/B verdict ---------------------------------------------------------
+    ab_primary_metric: str = Field(
+        "implicit_score",
+        pattern=r"^(implicit_score|rating|continue_rate|copy_rate)$",
+        description="the metric that decides promotion: implicit_score, rating, continue_rate "
+        "or copy_rate",
+    )
+    ab_alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="false-positive rate of the verdict's tests"
+    )
+    ab_min_users: int = Field(
+        100, ge=2, description="users each arm needs before the verdict may promote or roll back"
+    )
+    ab_effect_size: float = Field(
+        0.1,
+        gt=0,
+        description="the effect the sequential test is tuned for, in standard deviations of "
+        "the metric per user (its mixture prior)",
+    )
+    ab_auto: bool = Field(
+        True, description="whether `prefloop up` acts on the verdict (promotes or rolls back)"
+    )
+    ab_verdict_interval_s: float = Field(
+        60.0, gt=0, description="seconds between two verdicts of the automatic loop"
+    )
 
     # -- HTTP collector ------------------------------------------------------
     collector_token: SecretStr | None = Field(

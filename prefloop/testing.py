@@ -143,6 +143,35 @@ def committed_past(group: Any, wanted: Mapping[tuple[str, int], int]) -> bool:
     return all(tp.offset >= wanted[(tp.topic, tp.partition)] for tp in committed)
 
 
+STORE_OWNER = "prefloop.analytics.owner"  # chDB, its HTTP interface and the sink thread
+STORE_ONLY = "prefloop.clickhouse.embedded"  # chDB and its HTTP interface
+
+
+def start_store(settings: Settings, module: str = STORE_ONLY) -> ManagedProcess:
+    """The embedded store in a process of its own (``module``), answering /ping.
+
+    chDB admits one data directory per process, so a test process reaches its stores
+    over HTTP, as every process but the owner does under ``prefloop up``.
+    """
+    from prefloop.clickhouse.client import owner_process
+
+    def pings() -> bool:
+        url = f"http://127.0.0.1:{settings.clickhouse_port}/ping"
+        try:
+            return http_request("GET", url, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    process = owner_process(settings)
+    process.start(
+        [sys.executable, "-m", module],
+        env=child_environment(settings),
+        extra={"port": settings.clickhouse_port},
+    )
+    process.wait_until(pings, 120.0, "answering /ping")
+    return process
+
+
 class StreamWorker:
     """``prefloop worker`` under ``settings`` in its own process (log in the home's logs)."""
 

@@ -284,6 +284,7 @@ def demo(ctx: click.Context) -> None:
     run_demo(demo_settings(_settings(ctx)), console)
 
 
+from prefloop.cli import analytics as _analytics  # noqa: E402,F401  (registers its commands)
 from prefloop.cli import serving as _serving  # noqa: E402,F401  (registers its commands)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,15 +28,12 @@ from streams_events import feedback, interaction
 
 from prefloop import kafka
 from prefloop.analytics.sink import ClickHouseSink, event_id_of
-from prefloop.clickhouse.client import connect, owner_process
-from prefloop.settings import REPO_ROOT, Settings, child_environment
-from prefloop.stack.process import ManagedProcess
-from prefloop.testing import free_port, fresh_topics, http_request
+from prefloop.clickhouse.client import connect
+from prefloop.settings import REPO_ROOT, Settings
+from prefloop.testing import STORE_ONLY, STORE_OWNER, free_port, fresh_topics, start_store
 from prefloop_sdk import RecordType, decode, encode
 from prefloop_sdk.events import key_of
 
-OWNER = "prefloop.analytics.owner"  # chDB + HTTP + the sink thread
-STORE_ONLY = "prefloop.clickhouse.embedded"  # chDB + HTTP
 DEADLINE_S = 240.0  # generous: a SIGKILLed member holds its partitions for a session timeout
 ROWS = "SELECT topic, partition, offset, key, value, record_type, event_id FROM raw_events"
 BYTES = {"key": "bytes", "value": "bytes", "event_id": "bytes"}
@@ -57,25 +53,6 @@ def sink_settings(base: Settings, home: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return fresh_topics(base, **values)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return http_request("GET", f"http://127.0.0.1:{port}/ping", timeout=2)[0] == 200
-    except OSError:
-        return False
-
-
-def start_store(settings: Settings, module: str) -> ManagedProcess:
-    """The embedded store's owner process (``module``), answering /ping."""
-    process = owner_process(settings)
-    process.start(
-        [sys.executable, "-m", module],
-        env=child_environment(settings),
-        extra={"port": settings.clickhouse_port},
-    )
-    process.wait_until(lambda: _pings(settings.clickhouse_port), 120.0, "answering /ping")
-    return process
 
 
 @pytest.fixture
@@ -315,7 +292,7 @@ def test_every_event_lands_once_as_it_was_and_offsets_are_committed(
 ) -> None:
     settings = sink_settings(kafka_settings, tmp_path)
     produced = produce(settings, 1000)
-    process = start_store(settings, OWNER if where == "owner process" else STORE_ONLY)
+    process = start_store(settings, STORE_OWNER if where == "owner process" else STORE_ONLY)
     runner = None
     try:
         if where == "thread":
@@ -412,7 +389,7 @@ def test_the_owner_killed_mid_stream_loses_nothing_and_counts_each_once(
     produced = produce(settings, 2000)
     n = len(produced.records)
     group = f"{settings.topic_prefix}-sink"
-    process = start_store(settings, OWNER)
+    process = start_store(settings, STORE_OWNER)
     try:
         client = connect(settings)
 
@@ -428,7 +405,7 @@ def test_the_owner_killed_mid_stream_loses_nothing_and_counts_each_once(
         process.pid_file.unlink(missing_ok=True)
         commits_at_kill = committed_rows(committed(settings, group))
 
-        process = start_store(settings, OWNER)
+        process = start_store(settings, STORE_OWNER)
         client = connect(settings)
         stored_at_restart = scalar(client, "SELECT count() FROM raw_events FINAL")
         # what the killed owner committed, it had inserted first

@@ -1,0 +1,187 @@
+"""The typed event tables: each topic's decoded events as rows of its own table.
+
+The sink decodes every record (read as the latest schema version) and writes it to
+the table of its record type, laid out by ``migrations/0003_event_tables.sql``. A
+table's columns are read from ClickHouse, so a field the table lacks is left out
+and a column the event lacks takes its default: a schema may grow before its
+table does.
+
+How a field becomes a column, by the column's type:
+
+- a nested record's fields are flattened with ``_`` (``signals`` → ``signals_copied``);
+- ``Map``/``Array`` columns take maps and arrays as they are; any other column takes
+  an array or map as JSON text (``messages``, ``prompt``, ``source_offsets``);
+- a null lands as NULL in a ``Nullable`` column and as the type's zero ('' for text)
+  otherwise;
+- timestamps are milliseconds since the epoch, into ``DateTime64(3)``.
+
+Each row also carries the Kafka partition and offset it came from (``_partition``,
+``_offset``): :class:`Watermarks` keeps the highest offset written per table and
+partition, so a batch delivered again after a crash is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["TABLES", "TableLayout", "Watermarks", "load_layouts"]
+
+# record type -> its table
+TABLES = {
+    "interaction": "interactions",
+    "feedback": "feedback",
+    "scored_interaction": "scores",
+    "exposure": "exposures",
+    "model_event": "model_events",
+    "preference_pair": "preferences",
+    "annotation_task": "annotation_tasks",
+    "annotation_result": "annotation_results",
+    "dead_letter": "dead_letters",
+}
+SOURCE_COLUMNS = ("_partition", "_offset")
+
+_SIMPLE = {
+    "String": pa.binary(),
+    "Bool": pa.bool_(),
+    "UInt8": pa.uint8(),
+    "UInt16": pa.uint16(),
+    "UInt32": pa.uint32(),
+    "UInt64": pa.uint64(),
+    "Int8": pa.int8(),
+    "Int16": pa.int16(),
+    "Int32": pa.int32(),
+    "Int64": pa.int64(),
+    "Float32": pa.float32(),
+    "Float64": pa.float64(),
+    "Date": pa.date32(),
+}
+_WRAPPER = re.compile(r"^(Nullable|LowCardinality)\((.*)\)$")
+_DATETIME = re.compile(r"^DateTime64\(3(, '[^']*')?\)$")
+
+
+def _arrow_type(ch_type: str) -> tuple[pa.DataType, bool]:
+    """The Arrow type a ClickHouse column is written from, and whether it is Nullable."""
+    nullable = False
+    while match := _WRAPPER.match(ch_type):
+        nullable = nullable or match.group(1) == "Nullable"
+        ch_type = match.group(2)
+    if ch_type in _SIMPLE:
+        return _SIMPLE[ch_type], nullable
+    if _DATETIME.match(ch_type):
+        return pa.timestamp("ms", tz="UTC"), nullable
+    if ch_type.startswith("Map("):
+        key, value = (_arrow_type(t.strip())[0] for t in ch_type[4:-1].split(",", 1))
+        return pa.map_(pa.string() if key == pa.binary() else key, value), nullable
+    if ch_type.startswith("Array("):
+        item = _arrow_type(ch_type[6:-1])[0]
+        return pa.list_(pa.string() if item == pa.binary() else item), nullable
+    raise ValueError(f"column type {ch_type} has no Arrow mapping in prefloop.analytics.tables")
+
+
+def _zero(kind: pa.DataType) -> Any:
+    if pa.types.is_binary(kind):
+        return b""
+    if pa.types.is_boolean(kind):
+        return False
+    if pa.types.is_map(kind) or pa.types.is_list(kind):
+        return []
+    return 0
+
+
+def _flat(record: Mapping[str, Any], columns: frozenset[str]) -> dict[str, Any]:
+    """``record`` with nested records (dicts that are not a column) flattened by '_'."""
+    out: dict[str, Any] = {}
+    for name, value in record.items():
+        if isinstance(value, dict) and name not in columns:
+            for sub, inner in _flat(value, frozenset()).items():
+                out[f"{name}_{sub}"] = inner
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """The columns of one event table, as the sink writes them."""
+
+    table: str
+    fields: tuple[tuple[str, pa.DataType, bool], ...]  # name, Arrow type, nullable
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(n, t, nullable) for n, t, nullable in self.fields])
+
+    def rows(
+        self, records: Sequence[Mapping[str, Any]], sources: Sequence[tuple[int, int]]
+    ) -> pa.Table:
+        """The rows of decoded ``records``, each with its (partition, offset)."""
+        names = frozenset(name for name, _, _ in self.fields)
+        flat = [_flat(r, names) for r in records]
+        columns = []
+        for name, kind, nullable in self.fields:
+            if name == "_partition":
+                values: list[Any] = [s[0] for s in sources]
+            elif name == "_offset":
+                values = [s[1] for s in sources]
+            else:
+                values = [_cell(r.get(name), kind, nullable) for r in flat]
+            columns.append(pa.array(values, type=kind))
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+
+def _cell(value: Any, kind: pa.DataType, nullable: bool) -> Any:
+    if value is None:
+        return None if nullable else _zero(kind)
+    if pa.types.is_map(kind):
+        return list(value.items())
+    if isinstance(value, list | dict) and not pa.types.is_list(kind):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def load_layouts(client: Client, tables: Iterable[str] = TABLES.values()) -> dict[str, TableLayout]:
+    """The layout of each event table, read from ClickHouse (columns with a default
+    expression, such as ``_inserted_at``, are left to it)."""
+    layouts = {}
+    for table in tables:
+        described = client.query(
+            "SELECT name, type, default_kind FROM system.columns "
+            "WHERE database = currentDatabase() AND table = {table:String} ORDER BY position",
+            parameters={"table": table},
+        ).result_rows
+        if not described:
+            raise ValueError(
+                f"table {table} does not exist: apply the migrations (`prefloop migrate`)"
+            )
+        fields = tuple(
+            (name, *_arrow_type(ch_type)) for name, ch_type, default in described if not default
+        )
+        layouts[table] = TableLayout(table, fields)
+    return layouts
+
+
+class Watermarks:
+    """The highest Kafka offset written to each event table, per partition."""
+
+    def __init__(self, client: Client, tables: Iterable[str]) -> None:
+        self._high: dict[tuple[str, int], int] = {}
+        for table in tables:
+            for partition, offset in client.query(
+                f"SELECT _partition, max(_offset) FROM {table} GROUP BY _partition"
+            ).result_rows:
+                self._high[(table, int(partition))] = int(offset)
+
+    def is_new(self, table: str, partition: int, offset: int) -> bool:
+        return offset > self._high.get((table, partition), -1)
+
+    def advance(self, table: str, sources: Iterable[tuple[int, int]]) -> None:
+        for partition, offset in sources:
+            key = (table, partition)
+            self._high[key] = max(self._high.get(key, -1), offset)
