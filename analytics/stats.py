@@ -13,6 +13,7 @@ The family, arm A the control and arm B the candidate, every difference B − A:
 ``ratio_delta``            difference of ratios Σx / Σy with the user as the unit
                            (e.g. regenerates per interaction): delta method
 ``relative_lift``          mean_B / mean_A − 1 with a delta-method interval
+``ratio_lift``             the same for a ratio metric clustered by user
 ``guardrail_one_sided``    one-sided Welch test that the candidate is worse
 ``cuped``                  variance reduction with a pre-period covariate, for welch_t
 ``msprt``                  always-valid mixture SPRT: may be looked at after every batch
@@ -60,6 +61,8 @@ __all__ = [
     "msprt",
     "msprt_from_estimate",
     "ratio_delta",
+    "ratio_estimate",
+    "ratio_lift",
     "relative_lift",
     "sample_size",
     "sample_size_proportion",
@@ -376,12 +379,18 @@ def two_proportion_z(a: Proportion, b: Proportion, level: float = 0.95) -> TestR
     return _z_result("two_proportion_z", estimate, se, estimate / pooled_se, level, a.n, b.n)
 
 
-def _ratio_var(m: JointMoments, arm: str) -> tuple[float, float]:
+def ratio_estimate(m: JointMoments, arm: str = "") -> tuple[float, float]:
+    """(Σx / Σy, its delta-method variance) for one arm of users (see ``ratio_delta``)."""
+    return _ratio_var(m, arm or None)
+
+
+def _ratio_var(m: JointMoments, arm: str | None) -> tuple[float, float]:
     """(Σx / Σy, its delta-method variance) for one arm of users."""
     _enough(m.n, arm)
     if m.sum_y == 0:
         raise StatsError(
-            f"arm {arm} has sum of denominators 0: the ratio sum_x / sum_y is undefined"
+            f"{'arm ' + arm if arm else 'the arm'} has sum of denominators 0: the ratio "
+            "sum_x / sum_y is undefined"
         )
     ratio = m.sum_x / m.sum_y
     # var_x/μy² − 2 μx cov/μy³ + μx² var_y/μy⁴, with μx/μy = ratio, over n users
@@ -414,19 +423,37 @@ def relative_lift(a: Moments, b: Moments, level: float = 0.95) -> TestResult:
     the arms being independent. For reporting "+3.2% [+1.0%, +5.4%]"; the decision on
     a difference of means is ``welch_t``'s, whose p-value differs slightly.
     """
-    level = _probability("level", level)
     mean_a, var_a = _mean_var(a, "A")
     mean_b, var_b = _mean_var(b, "B")
-    if mean_a == 0:
+    return _lift(mean_a, var_a / a.n, mean_b, var_b / b.n, level, a.n, b.n)
+
+
+def ratio_lift(a: JointMoments, b: JointMoments, level: float = 0.95) -> TestResult:
+    """The relative lift ratio_B / ratio_A − 1 of a ratio metric clustered by user.
+
+    The same delta method as ``relative_lift``, with each arm's ratio and its
+    delta-method variance (``ratio_delta``) in place of the mean and var/n.
+    """
+    ratio_a, var_a = _ratio_var(a, "A")
+    ratio_b, var_b = _ratio_var(b, "B")
+    return _lift(ratio_a, var_a, ratio_b, var_b, level, a.n, b.n)
+
+
+def _lift(
+    est_a: float, var_a: float, est_b: float, var_b: float, level: float, n_a: int, n_b: int
+) -> TestResult:
+    """est_B / est_A − 1 from two independent estimates and their variances."""
+    level = _probability("level", level)
+    if est_a == 0:
         raise StatsError(
-            "arm A has mean 0: a relative lift is undefined; report the absolute "
-            "difference (welch_t) instead"
+            "arm A's estimate is 0: a relative lift is undefined; report the absolute "
+            "difference instead"
         )
-    # the formula above with mean_B² cancelled, so that mean_B = 0 is allowed
-    variance = var_b / (b.n * mean_a**2) + mean_b**2 * var_a / (a.n * mean_a**4)
+    # the formula above with est_B² cancelled, so that est_B = 0 is allowed
+    variance = var_b / est_a**2 + est_b**2 * var_a / est_a**4
     se = _nonzero_se(math.sqrt(variance))
-    lift = mean_b / mean_a - 1
-    return _z_result("relative_lift", lift, se, lift / se, level, a.n, b.n)
+    lift = est_b / est_a - 1
+    return _z_result("relative_lift", lift, se, lift / se, level, n_a, n_b)
 
 
 def guardrail_one_sided(

@@ -181,8 +181,11 @@ def set_split(settings: Settings, split: float) -> Split:
     return _change(settings, changed, "SPLIT_CHANGED", changed.b, detail)
 
 
-def promote(settings: Settings, version: str) -> Split:
-    """All users to ``version``, one of the running experiment's arms, in one change."""
+def promote(settings: Settings, version: str, reason: str = "") -> Split:
+    """All users to ``version``, one of the running experiment's arms, in one change.
+
+    ``reason`` (the verdict's, when the automatic loop acts) goes into the event.
+    """
     experiment = _experiment(settings)
     if version not in (experiment.a, experiment.b):
         raise ServingError(
@@ -190,13 +193,15 @@ def promote(settings: Settings, version: str) -> Split:
             f"(A={experiment.a}, B={experiment.b}): promote one of them"
         )
     changed = experiment.with_split(100.0 if version == experiment.b else 0.0)
-    return _change(settings, changed, "PROMOTED", version, f"split -> {changed.split:g} %")
+    detail = f"split -> {changed.split:g} %" + (f": {reason}" if reason else "")
+    return _change(settings, changed, "PROMOTED", version, detail)
 
 
-def rollback(settings: Settings) -> Split:
+def rollback(settings: Settings, reason: str = "") -> Split:
     """All users back to arm A, the current version, in one change."""
     experiment = _experiment(settings)
     detail = f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}"
+    detail += f": {reason}" if reason else ""
     return _change(settings, experiment.with_split(0.0), "ROLLED_BACK", experiment.b, detail)
 
 

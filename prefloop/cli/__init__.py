@@ -18,7 +18,8 @@ from rich.table import Table
 from prefloop.errors import PrefloopError
 from prefloop.settings import Settings, describe_settings, load_settings
 
-console = Console(highlight=False)
+# a pipe or a log gets tables 120 columns wide; a terminal its own width
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -158,10 +159,12 @@ def sql(ctx: click.Context, query: str, params: tuple[str, ...], fmt: str) -> No
 def migrate(ctx: click.Context) -> None:
     """Apply the ClickHouse migrations not applied yet."""
     from prefloop.clickhouse.client import connect
-    from prefloop.clickhouse.migrations import apply_migrations
+    from prefloop.clickhouse.migrations import apply_migrations, apply_retention
 
     settings = _settings(ctx)
-    applied = apply_migrations(connect(settings), settings.clickhouse_database)
+    client = connect(settings)
+    applied = apply_migrations(client, settings.clickhouse_database)
+    apply_retention(client, settings.clickhouse_retention_days)
     console.print(f"migrate: applied {', '.join(applied)}" if applied else "migrate: up to date")
 
 
@@ -286,6 +289,7 @@ def demo(ctx: click.Context) -> None:
 
 from prefloop.cli import analytics as _analytics  # noqa: E402,F401  (registers its commands)
 from prefloop.cli import serving as _serving  # noqa: E402,F401  (registers its commands)
+from prefloop.cli import verdict as _verdict  # noqa: E402,F401  (registers its commands)
 
 
 def _first_line(exc: BaseException) -> str:

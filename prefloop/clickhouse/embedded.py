@@ -322,10 +322,12 @@ def serve(settings: Settings, background: Sequence[Callable[[threading.Event], N
     import signal
 
     from prefloop.clickhouse.client import embedded_client
-    from prefloop.clickhouse.migrations import apply_migrations
+    from prefloop.clickhouse.migrations import apply_migrations, apply_retention
 
     store = EmbeddedStore(store_path(settings))
-    apply_migrations(embedded_client(settings), settings.clickhouse_database)
+    client = embedded_client(settings)
+    apply_migrations(client, settings.clickhouse_database)
+    apply_retention(client, settings.clickhouse_retention_days)
     server = _Server(settings.clickhouse_port, store)
     stop = threading.Event()
 

@@ -4,6 +4,10 @@ Each file (``0001_name.sql``) holds statements separated by ``;``. Applied
 versions are recorded in ``schema_migrations`` with a checksum, so a file
 edited after it was applied is refused instead of silently diverging: schema
 changes go in a new file.
+
+Retention is not a migration: :func:`apply_retention` sets (or removes) the TTL of
+the event tables from ``PREFLOOP_CLICKHOUSE_RETENTION_DAYS`` each time the
+migrations run, so changing the setting takes effect at the next start.
 """
 
 from __future__ import annotations
@@ -19,6 +23,23 @@ from clickhouse_connect.driver.client import Client
 from prefloop.errors import ClickHouseError
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+# The event tables with a ``ts`` column, whose rows age out after the retention.
+# The aggregates (first_exposures, arm_daily) and forgotten_users are kept.
+RETENTION_TABLES = (
+    "interactions",
+    "feedback",
+    "scores",
+    "exposures",
+    "model_events",
+    "preferences",
+    "annotation_tasks",
+    "annotation_results",
+    "dead_letters",
+    "raw_events",
+)
+_TABLE_TTL = re.compile(r"\sTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
+_NO_TTL = re.compile(r"doesn't have any table TTL|no table TTL|no TTL", re.I)
 
 
 def default_directory() -> Path:
@@ -96,3 +117,52 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
         )
         done.append(migration.path.name)
     return done
+
+
+def apply_retention(client: Client, days: int) -> list[str]:
+    """Keep the rows of the event tables ``days`` days after their ``ts`` (0: forever).
+
+    Sets ``TTL toDateTime(ts) + INTERVAL days DAY`` on each table of
+    :data:`RETENTION_TABLES` in the client's database, or removes the TTL when
+    ``days`` is 0. Idempotent: a table whose TTL is already the wanted one is left
+    alone (setting a TTL rewrites the table's parts to drop the expired rows, which
+    is not worth repeating at every start). Tables the database lacks are skipped.
+    Returns the tables changed.
+    """
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise ClickHouseError(
+            f"retention of {days!r} days is not valid: give a whole number of days, 0 to keep "
+            "every row (PREFLOOP_CLICKHOUSE_RETENTION_DAYS)"
+        )
+    wanted = f"toDateTime(ts) + toIntervalDay({days})" if days else None
+    try:
+        rows = client.query(
+            "SELECT name, engine_full FROM system.tables "
+            "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+            parameters={"names": list(RETENTION_TABLES)},
+        ).result_rows
+    except Exception as exc:
+        raise ClickHouseError(f"cannot read the event tables' TTL: {exc}") from exc
+    engines = {str(name): str(engine) for name, engine in rows}
+    changed = []
+    for table in RETENTION_TABLES:
+        if table not in engines:
+            continue
+        match = _TABLE_TTL.search(engines[table])
+        current = match.group(1).strip() if match else None
+        if current == wanted:
+            continue
+        if days:
+            statement = f"ALTER TABLE {table} MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY"
+        else:
+            statement = f"ALTER TABLE {table} REMOVE TTL"
+        try:
+            client.command(statement)
+        except Exception as exc:
+            if not days and _NO_TTL.search(str(exc)):
+                continue
+            raise ClickHouseError(
+                f"setting the retention of {table} failed at:\n{statement}\n{exc}"
+            ) from exc
+        changed.append(table)
+    return changed

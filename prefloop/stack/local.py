@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect, owner_process
-from prefloop.clickhouse.migrations import apply_migrations
+from prefloop.clickhouse.migrations import apply_migrations, apply_retention
 from prefloop.errors import PrefloopError, StackError
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, child_environment
@@ -103,7 +103,9 @@ class LocalStack:
     def _up_clickhouse(self, started: list[ManagedProcess]) -> None:
         s = self.settings
         if s.clickhouse_url:
-            applied = apply_migrations(connect(s), s.clickhouse_database)
+            client = connect(s)
+            applied = apply_migrations(client, s.clickhouse_database)
+            apply_retention(client, s.clickhouse_retention_days)
             self.say(
                 f"clickhouse: using the server at {s.clickhouse_url}; "
                 f"{len(applied)} migration(s) applied"

@@ -20,6 +20,7 @@ from prefloop.analytics.stats import (
     msprt,
     msprt_from_estimate,
     ratio_delta,
+    ratio_lift,
     relative_lift,
     sample_size,
     sample_size_proportion,
@@ -288,6 +289,21 @@ def test_relative_lift_uses_the_delta_method_variance_of_the_ratio_of_means():
     )
 
 
+def test_ratio_lift_is_the_lift_of_the_clustered_ratios_with_their_delta_variances():
+    x, y = clustered_users(rng(13), 1, 500)
+    a, b = joint(x[0, 0], y[0, 0]), joint(x[0, 1], y[0, 1])
+    difference = ratio_delta(a, b)
+    ratio_a = x[0, 0].sum() / y[0, 0].sum()
+    ratio_b = x[0, 1].sum() / y[0, 1].sum()
+    var_a = ratio_delta(a, a).se ** 2 / 2  # both arms the same: twice one arm's variance
+    var_b = ratio_delta(b, b).se ** 2 / 2
+    result = ratio_lift(a, b)
+    assert result.estimate == pytest.approx(ratio_b / ratio_a - 1, rel=RTOL)
+    expected_var = var_b / ratio_a**2 + ratio_b**2 * var_a / ratio_a**4
+    assert result.se == pytest.approx(math.sqrt(expected_var), rel=1e-8)
+    assert difference.estimate == pytest.approx(ratio_b - ratio_a, rel=RTOL)
+
+
 def test_relative_lift_intervals_cover_the_true_lift_at_their_level():
     gen = rng(6)
     experiments = 400
@@ -300,7 +316,7 @@ def test_relative_lift_intervals_cover_the_true_lift_at_their_level():
 
 
 def test_relative_lift_explains_a_zero_control_mean():
-    with pytest.raises(StatsError, match=r"arm A has mean 0: a relative lift is undefined"):
+    with pytest.raises(StatsError, match=r"arm A's estimate is 0: a relative lift is undefined"):
         relative_lift(Moments.of([-1, 1]), Moments.of([1, 2]))
 
 

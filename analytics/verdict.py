@@ -1,0 +1,441 @@
+"""The verdict on an experiment: PROMOTE, ROLLBACK or CONTINUE, and the numbers behind it.
+
+Arm A is the current version, arm B the candidate. Every metric is tested twice:
+
+- fixed-horizon (valid if looked at once, at a planned sample size): the z test of
+  the delta method for ratio metrics, Welch's t for session duration, one-sided
+  for guardrails, Holm-adjusted over the whole family;
+- sequentially (valid at every look): the mixture SPRT's always-valid p-value, the
+  running minimum over every look recorded in ``verdicts``.
+
+The decision reads only the sequential p-values, since the automatic loop looks
+every minute:
+
+1. a sample ratio mismatch (exposures against the split the router recorded) makes
+   every result suspect: CONTINUE, and say so;
+2. fewer than ``ab_min_users`` users in an arm: CONTINUE;
+3. a guardrail significantly worse (regenerate rate, report rate, share of requests
+   slower than arm A's p99; Holm over the guardrails): ROLLBACK;
+4. the primary metric significantly better: PROMOTE; significantly worse: ROLLBACK;
+5. otherwise CONTINUE.
+
+The sequential test's mixture prior is tuned for an effect of ``ab_effect_size``
+standard deviations of the metric per user (τ = effect × the per-user standard
+deviation in arm A).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from scipy.stats import chi2, norm
+
+from prefloop.analytics.metrics import (
+    RATIO_METRICS,
+    ArmSummary,
+    ExperimentData,
+    experiment_data,
+    known_experiments,
+)
+from prefloop.analytics.stats import (
+    JointMoments,
+    Moments,
+    SrmResult,
+    StatsError,
+    TestResult,
+    holm,
+    msprt_from_estimate,
+    ratio_delta,
+    ratio_estimate,
+    ratio_lift,
+    relative_lift,
+    srm_check,
+    welch_t,
+)
+from prefloop.errors import PrefloopError
+from prefloop.settings import Settings
+
+__all__ = ["AnalysisError", "MetricResult", "Verdict", "analyze", "split_history"]
+
+PROMOTE, ROLLBACK, CONTINUE = "PROMOTE", "ROLLBACK", "CONTINUE"
+GUARDRAILS = ("regenerate_rate", "report_rate", "latency_p99")  # higher is worse
+SRM_THRESHOLD = 0.001
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class AnalysisError(PrefloopError, ValueError):
+    """An experiment that cannot be analysed as asked: the message says why."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric of the verdict: both arms, B − A, the lift and the three p-values."""
+
+    name: str
+    role: str  # primary, guardrail or secondary
+    unit: str  # what n counts: users or sessions
+    n_a: int
+    n_b: int
+    value_a: float
+    value_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    lift: float | None
+    lift_low: float | None
+    lift_high: float | None
+    p_value: float  # fixed horizon (one-sided for guardrails: B worse)
+    p_holm: float
+    p_sequential: float  # always valid
+    significant: bool  # sequentially, at alpha (Holm over the guardrails for those)
+
+
+@dataclass
+class Verdict:
+    experiment_id: str
+    decision: str
+    reason: str
+    arms: dict[str, ArmSummary]
+    metrics: list[MetricResult]
+    srm: SrmResult | None
+    srm_note: str
+    mann_whitney: tuple[float, float] | None
+    looks: int
+    notes: list[str] = field(default_factory=list)
+
+    def metric(self, name: str) -> MetricResult:
+        return next(m for m in self.metrics if m.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["srm"] = None if self.srm is None else asdict(self.srm)
+        return _finite_json(out)
+
+
+def _finite_json(value: Any) -> Any:
+    """JSON has no inf or nan: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+# -- the inputs ------------------------------------------------------------------------
+
+
+def split_history(client: Client, experiment_id: str) -> list[tuple[datetime, float]]:
+    """(time, percent on arm B) of every routing change the router recorded."""
+    rows = client.query(
+        "SELECT ts, metrics['split'] FROM model_events FINAL "
+        "WHERE experiment_id = {experiment:String} AND mapContains(metrics, 'split') "
+        "ORDER BY ts",
+        parameters={"experiment": experiment_id},
+    ).result_rows
+    return [(ts, float(split)) for ts, split in rows]
+
+
+def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmResult | None, str]:
+    """The sample ratio check of users' first exposures, per split period."""
+    history = [(_EPOCH, split)] if split is not None else split_history(client, experiment_id)
+    if not history:
+        return None, "no split recorded for this experiment: give --split to check the ratio"
+    bounds = [ts for ts, _ in history]
+    rows = client.query(
+        """
+        SELECT arrayCount(b -> b <= first_seen, {bounds:Array(DateTime64(3))}) AS period,
+               first_arm, count() AS users
+        FROM (SELECT user_id, argMin(arm, first_ts) AS first_arm, min(first_ts) AS first_seen
+              FROM first_exposures FINAL WHERE experiment_id = {experiment:String}
+              GROUP BY user_id)
+        GROUP BY period, first_arm
+        """,
+        parameters={"experiment": experiment_id, "bounds": bounds},
+    ).result_rows
+    periods: dict[int, dict[str, int]] = {}
+    for period, arm, users in rows:
+        if period > 0 and arm in ("A", "B"):
+            periods.setdefault(int(period), {"A": 0, "B": 0})[arm] = int(users)
+    checks = []
+    for period, counts in sorted(periods.items()):
+        share_b = history[period - 1][1] / 100
+        if 0 < share_b < 1 and sum(counts.values()) > 0:
+            checks.append(srm_check(counts, {"A": 1 - share_b, "B": share_b}, SRM_THRESHOLD))
+    if not checks:
+        return None, "no exposures while both arms had a share: nothing to check yet"
+    statistic = math.fsum(c.statistic for c in checks)
+    df = sum(c.df for c in checks)
+    p = float(chi2.sf(statistic, df)) if df else 1.0
+    observed = {arm: sum(c.observed[arm] for c in checks) for arm in ("A", "B")}
+    expected = {arm: math.fsum(c.expected[arm] for c in checks) for arm in ("A", "B")}
+    flagged = p < SRM_THRESHOLD
+    what = "sample ratio mismatch" if flagged else "the exposures match the split"
+    reason = (
+        f"{what}: chi-square {statistic:.4g} on {df} df over {len(checks)} split period(s), "
+        f"p={p:.3g}"
+    )
+    return SrmResult(statistic, df, p, SRM_THRESHOLD, flagged, observed, expected, reason), ""
+
+
+def _previous_p(client: Client, experiment_id: str) -> tuple[dict[str, float], int]:
+    """The running minimum of each metric's sequential p-value, and the looks so far."""
+    result = client.query(
+        "SELECT metric, min(p_sequential), uniqExact(ts) FROM verdicts "
+        "WHERE experiment_id = {experiment:String} GROUP BY metric",
+        parameters={"experiment": experiment_id},
+    ).result_rows
+    return {str(m): float(p) for m, p, _ in result}, max((int(n) for *_, n in result), default=0)
+
+
+# -- the tests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tested:
+    value_a: float
+    value_b: float
+    unit: str
+    difference: TestResult
+    lift: TestResult | None
+    variance_a_per_unit: float
+
+
+def _ratio(a: JointMoments, b: JointMoments, level: float) -> _Tested:
+    ratio_a, var_a = ratio_estimate(a, "A")
+    ratio_b, _ = ratio_estimate(b, "B")
+    try:
+        lift: TestResult | None = ratio_lift(a, b, level)
+    except StatsError:
+        lift = None
+    return _Tested(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
+
+
+def _means(a: Moments, b: Moments, level: float) -> _Tested:
+    try:
+        lift: TestResult | None = relative_lift(a, b, level)
+    except StatsError:
+        lift = None
+    return _Tested(a.mean, b.mean, "sessions", welch_t(a, b, level), lift, a.variance)
+
+
+def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, _Tested], list[str]]:
+    tested: dict[str, _Tested] = {}
+    notes = []
+    for name in (*RATIO_METRICS, "latency_p99"):
+        arms = data.ratios.get(name, {})
+        if {"A", "B"} <= set(arms):
+            try:
+                tested[name] = _ratio(arms["A"], arms["B"], level)
+            except StatsError as exc:
+                notes.append(f"{name}: not tested ({exc})")
+    if {"A", "B"} <= set(data.sessions):
+        try:
+            tested["session_seconds"] = _means(data.sessions["A"], data.sessions["B"], level)
+        except StatsError as exc:
+            notes.append(f"session_seconds: not tested ({exc})")
+    return tested, notes
+
+
+# -- the verdict -----------------------------------------------------------------------
+
+
+def analyze(
+    client: Client,
+    settings: Settings,
+    experiment_id: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    split: float | None = None,
+    record: bool = True,
+) -> Verdict:
+    """The verdict on ``experiment_id`` from its data in [start, end) (default: all).
+
+    ``split`` (percent on B) overrides the split history for the ratio check.
+    ``record`` stores this look in ``verdicts`` (the next look's running minimum).
+    """
+    if not experiment_id:
+        raise AnalysisError("no experiment given: name one with --experiment")
+    start, end = start or _EPOCH, end or _FAR
+    if end <= start:
+        raise AnalysisError(
+            f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
+        )
+    data = experiment_data(client, experiment_id, start, end)
+    _check_arms(client, experiment_id, data)
+    alpha = settings.ab_alpha
+    tested, notes = _test_all(data, 1 - alpha)
+    if settings.ab_primary_metric not in tested:
+        raise AnalysisError(
+            f"the primary metric {settings.ab_primary_metric} of experiment {experiment_id} "
+            f"cannot be tested yet ({'; '.join(notes) or 'no scored responses in an arm'}): "
+            "wait for the stream worker to score more responses"
+        )
+    previous, looks = _previous_p(client, experiment_id)
+    fixed = {name: _fixed_p(name, t.difference) for name, t in tested.items()}
+    adjusted = holm(fixed, alpha)
+    sequential = {
+        name: _sequential_p(t, settings.ab_effect_size, previous.get(name))
+        for name, t in tested.items()
+    }
+    guard = {name: sequential[name] for name in GUARDRAILS if name in tested}
+    guard_holm = holm(guard, alpha) if guard else {}
+    metrics = []
+    for name, t in tested.items():
+        role = (
+            "primary"
+            if name == settings.ab_primary_metric
+            else "guardrail"
+            if name in GUARDRAILS
+            else "secondary"
+        )
+        significant = guard_holm[name].reject if name in guard_holm else sequential[name] < alpha
+        d, lift = t.difference, t.lift
+        metrics.append(
+            MetricResult(
+                name=name,
+                role=role,
+                unit=t.unit,
+                n_a=d.n_a,
+                n_b=d.n_b,
+                value_a=t.value_a,
+                value_b=t.value_b,
+                difference=d.estimate,
+                ci_low=d.ci_low,
+                ci_high=d.ci_high,
+                lift=None if lift is None else lift.estimate,
+                lift_low=None if lift is None else lift.ci_low,
+                lift_high=None if lift is None else lift.ci_high,
+                p_value=fixed[name],
+                p_holm=adjusted[name].adjusted_p,
+                p_sequential=sequential[name],
+                significant=significant,
+            )
+        )
+    srm, srm_note = _srm(client, experiment_id, split)
+    decision, reason = _decide(settings, data, metrics, srm)
+    verdict = Verdict(
+        experiment_id=experiment_id,
+        decision=decision,
+        reason=reason,
+        arms=data.arms,
+        metrics=metrics,
+        srm=srm,
+        srm_note=srm_note,
+        mann_whitney=data.mann_whitney,
+        looks=looks + 1 if record else looks,
+        notes=notes,
+    )
+    if record:
+        _record(client, verdict)
+    return verdict
+
+
+def _check_arms(client: Client, experiment_id: str, data: ExperimentData) -> None:
+    if not data.arms:
+        known = known_experiments(client)
+        if experiment_id not in known:
+            listed = ", ".join(known[:10]) if known else "none yet"
+            raise AnalysisError(
+                f"experiment {experiment_id!r} is unknown: experiments with data are {listed}"
+            )
+        raise AnalysisError(
+            f"experiment {experiment_id!r} has no interactions in the period asked: "
+            "widen --start/--end"
+        )
+    for arm in ("A", "B"):
+        if arm not in data.arms:
+            raise AnalysisError(
+                f"arm {arm} of experiment {experiment_id!r} has no interactions yet: wait for "
+                "traffic on it, or check the split (`prefloop ab status`)"
+            )
+
+
+def _fixed_p(name: str, difference: TestResult) -> float:
+    """Two-sided, or one-sided in the worse direction (higher) for a guardrail."""
+    if name not in GUARDRAILS:
+        return difference.p_value
+    if difference.df == math.inf:
+        return float(norm.sf(difference.statistic))
+    from scipy.stats import t as student_t
+
+    return float(student_t.sf(difference.statistic, difference.df))
+
+
+def _sequential_p(t: _Tested, effect: float, previous: float | None) -> float:
+    variance = t.difference.se**2
+    tau2 = effect**2 * max(t.variance_a_per_unit, 1e-12)
+    p = msprt_from_estimate(t.difference.estimate, variance, tau2).p_value
+    return p if previous is None else min(previous, p)
+
+
+def _decide(
+    settings: Settings, data: ExperimentData, metrics: list[MetricResult], srm: SrmResult | None
+) -> tuple[str, str]:
+    users = {arm: data.arms[arm].users for arm in ("A", "B")}
+    if srm is not None and srm.flagged:
+        return CONTINUE, f"{srm.reason}: the assignment or its logging is broken; fix it first"
+    if min(users.values()) < settings.ab_min_users:
+        return CONTINUE, (
+            f"each arm needs {settings.ab_min_users} users (A has {users['A']}, B has {users['B']})"
+        )
+    worse = [m for m in metrics if m.role == "guardrail" and m.significant and m.difference > 0]
+    if worse:
+        named = ", ".join(f"{m.name} ({m.value_a:.4g} -> {m.value_b:.4g})" for m in worse)
+        return ROLLBACK, f"guardrail significantly worse: {named}"
+    primary = next(m for m in metrics if m.role == "primary")
+    p = f"always-valid p={primary.p_sequential:.3g}"
+    if primary.significant and primary.difference > 0:
+        return (
+            PROMOTE,
+            f"{primary.name} better ({primary.value_a:.4g} -> {primary.value_b:.4g}, {p})",
+        )
+    if primary.significant and primary.difference < 0:
+        return (
+            ROLLBACK,
+            f"{primary.name} worse ({primary.value_a:.4g} -> {primary.value_b:.4g}, {p})",
+        )
+    return CONTINUE, f"{primary.name} not significant yet ({p})"
+
+
+def _record(client: Client, verdict: Verdict) -> None:
+    now = datetime.now(UTC)
+    users_a, users_b = verdict.arms["A"].users, verdict.arms["B"].users
+    rows = [
+        [
+            verdict.experiment_id,
+            now,
+            m.name,
+            m.difference,
+            m.p_value,
+            m.p_sequential,
+            users_a,
+            users_b,
+            verdict.decision,
+            verdict.reason,
+        ]
+        for m in verdict.metrics
+    ]
+    client.insert(
+        "verdicts",
+        rows,
+        column_names=[
+            "experiment_id",
+            "ts",
+            "metric",
+            "estimate",
+            "p_value",
+            "p_sequential",
+            "users_a",
+            "users_b",
+            "decision",
+            "reason",
+        ],
+    )

@@ -1,0 +1,158 @@
+"""The verdict on an experiment: `ab analyze` prints it, `ab watch` acts on it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import UTC, datetime
+
+import click
+from rich import box
+from rich.table import Table
+
+from prefloop.cli import _settings, console
+from prefloop.cli.serving import ab
+
+_DATES = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+@ab.command("analyze")
+@click.option("--experiment", required=True, help="The experiment id (`prefloop ab status`).")
+@click.option("--start", type=_DATES, default=None, help="Only data from this UTC time on.")
+@click.option("--end", type=_DATES, default=None, help="Only data before this UTC time.")
+@click.option("--split", type=click.FloatRange(0, 100, min_open=True, max_open=True),
+              default=None, help="Percent on B to check the exposures against "
+              "(default: the split history the router recorded).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.option("--no-record", is_flag=True, help="Do not record this look in `verdicts`.")
+@click.pass_context
+def ab_analyze(
+    ctx: click.Context,
+    experiment: str,
+    start: datetime | None,
+    end: datetime | None,
+    split: float | None,
+    as_json: bool,
+    no_record: bool,
+) -> None:
+    """The verdict on an experiment: per metric both arms, the lift and its interval,
+    fixed-horizon and always-valid p-values, the sample ratio check and a decision
+    (PROMOTE, ROLLBACK or CONTINUE)."""
+    from prefloop.analytics.verdict import analyze
+    from prefloop.clickhouse.client import connect
+
+    settings = _settings(ctx)
+    verdict = analyze(
+        connect(settings),
+        settings,
+        experiment,
+        start=_utc(start),
+        end=_utc(end),
+        split=split,
+        record=not no_record,
+    )
+    if as_json:
+        click.echo(json.dumps(verdict.to_json(), indent=2, default=str))
+        return
+    print_verdict(verdict)
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def _interval(low: float | None, high: float | None, percent: bool = False) -> str:
+    if low is None or high is None:
+        return ""
+
+    def show(v: float) -> str:
+        if not math.isfinite(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:+.1%}" if percent else f"{v:+.3g}"
+
+    return f"[{show(low)}, {show(high)}]"
+
+
+def print_verdict(verdict: object) -> None:
+    """The verdict as tables: the arms, the metrics, the checks and the decision."""
+    from prefloop.analytics.verdict import Verdict
+
+    assert isinstance(verdict, Verdict)
+    arms = Table(
+        title=f"experiment {verdict.experiment_id}: arms", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    for column in (
+        "arm",
+        "version",
+        "users",
+        "responses",
+        "latency p50/p95/p99 ms",
+        "DAU",
+        "tokens/s",
+    ):
+        arms.add_column(column, justify="left" if column in ("arm", "version") else "right")
+    for name, arm in sorted(verdict.arms.items()):
+        arms.add_row(
+            name,
+            arm.model_version,
+            f"{arm.users:,}",
+            f"{arm.responses:,}",
+            " / ".join(f"{v:.0f}" for v in arm.latency_ms),
+            f"{arm.daily_active_users:,.1f}",
+            f"{arm.tokens_per_second:,.1f}",
+        )
+    console.print(arms)
+    metrics = Table(
+        title="metrics: B against A (* primary, ! guardrail: one-sided, B worse)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("metric", "A", "B", "lift [CI]", "p", "p Holm", "p always-valid", ""):
+        metrics.add_column(column, justify="left" if column == "metric" else "right")
+    for m in verdict.metrics:
+        mark = {"primary": " *", "guardrail": " !"}.get(m.role, "")
+        lift = "" if m.lift is None else f"{m.lift:+.1%} {_interval(m.lift_low, m.lift_high, True)}"
+        metrics.add_row(
+            m.name + mark,
+            f"{m.value_a:.4g}",
+            f"{m.value_b:.4g}",
+            lift,
+            _p(m.p_value),
+            _p(m.p_holm),
+            _p(m.p_sequential),
+            "[bold]significant[/bold]" if m.significant else "",
+        )
+    console.print(metrics)
+    console.print(f"sample ratio: {verdict.srm.reason if verdict.srm else verdict.srm_note}")
+    if verdict.mann_whitney is not None:
+        u, p = verdict.mann_whitney
+        console.print(f"Mann–Whitney U on each user's mean implicit score: U={u:,.0f}, p={_p(p)}")
+    for note in verdict.notes:
+        console.print(f"note: {note}")
+    colour = {"PROMOTE": "green", "ROLLBACK": "red"}.get(verdict.decision, "yellow")
+    console.print(
+        f"[bold {colour}]{verdict.decision}[/bold {colour}]: {verdict.reason} "
+        f"(look {verdict.looks})"
+    )
+
+
+@ab.command("watch")
+@click.option("--once", is_flag=True, help="Look once and exit.")
+@click.pass_context
+def ab_watch(ctx: click.Context, once: bool) -> None:
+    """The automatic loop: look at the running experiment every ab_verdict_interval_s
+    seconds; promote or roll back on the verdict."""
+    from prefloop.autopilot import look_once, watch
+
+    settings = _settings(ctx)
+    if once:
+        look = look_once(settings)
+        console.print(f"watch: {look.acted or 'no action'}: {look.note}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    watch(settings)
