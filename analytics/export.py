@@ -209,7 +209,8 @@ def _line(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The server's own message of a driver error, on one line."""
+    text = str(exc).split("server response:", 1)[-1].strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

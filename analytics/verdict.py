@@ -59,7 +59,16 @@ from prefloop.analytics.stats import (
 from prefloop.errors import PrefloopError
 from prefloop.settings import Settings
 
-__all__ = ["AnalysisError", "MetricResult", "Verdict", "analyze", "split_history"]
+__all__ = [
+    "AnalysisError",
+    "Compared",
+    "MetricResult",
+    "Verdict",
+    "analyze",
+    "compare_ratio",
+    "sequential_p",
+    "split_history",
+]
 
 PROMOTE, ROLLBACK, CONTINUE = "PROMOTE", "ROLLBACK", "CONTINUE"
 GUARDRAILS = ("regenerate_rate", "report_rate", "latency_p99")  # higher is worse
@@ -198,7 +207,9 @@ def _previous_p(client: Client, experiment_id: str) -> tuple[dict[str, float], i
 
 
 @dataclass(frozen=True)
-class _Tested:
+class Compared:
+    """One metric compared: both arms' values, B − A, the lift and arm A's variance per unit."""
+
     value_a: float
     value_b: float
     unit: str
@@ -207,32 +218,33 @@ class _Tested:
     variance_a_per_unit: float
 
 
-def _ratio(a: JointMoments, b: JointMoments, level: float) -> _Tested:
+def compare_ratio(a: JointMoments, b: JointMoments, level: float) -> Compared:
+    """Arm B against arm A on a ratio metric clustered by user."""
     ratio_a, var_a = ratio_estimate(a, "A")
     ratio_b, _ = ratio_estimate(b, "B")
     try:
         lift: TestResult | None = ratio_lift(a, b, level)
     except StatsError:
         lift = None
-    return _Tested(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
+    return Compared(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
 
 
-def _means(a: Moments, b: Moments, level: float) -> _Tested:
+def _means(a: Moments, b: Moments, level: float) -> Compared:
     try:
         lift: TestResult | None = relative_lift(a, b, level)
     except StatsError:
         lift = None
-    return _Tested(a.mean, b.mean, "sessions", welch_t(a, b, level), lift, a.variance)
+    return Compared(a.mean, b.mean, "sessions", welch_t(a, b, level), lift, a.variance)
 
 
-def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, _Tested], list[str]]:
-    tested: dict[str, _Tested] = {}
+def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, Compared], list[str]]:
+    tested: dict[str, Compared] = {}
     notes = []
     for name in (*RATIO_METRICS, "latency_p99"):
         arms = data.ratios.get(name, {})
         if {"A", "B"} <= set(arms):
             try:
-                tested[name] = _ratio(arms["A"], arms["B"], level)
+                tested[name] = compare_ratio(arms["A"], arms["B"], level)
             except StatsError as exc:
                 notes.append(f"{name}: not tested ({exc})")
     if {"A", "B"} <= set(data.sessions):
@@ -282,7 +294,7 @@ def analyze(
     fixed = {name: _fixed_p(name, t.difference) for name, t in tested.items()}
     adjusted = holm(fixed, alpha)
     sequential = {
-        name: _sequential_p(t, settings.ab_effect_size, previous.get(name))
+        name: sequential_p(t, settings.ab_effect_size, previous.get(name))
         for name, t in tested.items()
     }
     guard = {name: sequential[name] for name in GUARDRAILS if name in tested}
@@ -369,7 +381,8 @@ def _fixed_p(name: str, difference: TestResult) -> float:
     return float(student_t.sf(difference.statistic, difference.df))
 
 
-def _sequential_p(t: _Tested, effect: float, previous: float | None) -> float:
+def sequential_p(t: Compared, effect: float, previous: float | None) -> float:
+    """The always-valid p-value after this look: the mSPRT's, or the earlier looks' minimum."""
     variance = t.difference.se**2
     tau2 = effect**2 * max(t.variance_a_per_unit, 1e-12)
     p = msprt_from_estimate(t.difference.estimate, variance, tau2).p_value

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["kafka_produce", "codec", "sdk_emit", "collector", "sink", "streams", "serving"]
+BENCHMARKS = [
+    "kafka_produce",
+    "codec",
+    "sdk_emit",
+    "collector",
+    "sink",
+    "streams",
+    "serving",
+    "analytics",
+]
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))

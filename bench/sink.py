@@ -9,14 +9,21 @@ Then, alternating, ROUNDS times each:
 * sink: ``ClickHouseSink`` (its default batches: ``sink_batch_rows`` rows or
   ``sink_batch_s`` seconds) in a thread with a fresh consumer group, writing with the
   embedded client as the store's owner process does, timed from ``run`` until every
-  row is inserted: consumer start and group join, fetches, ``rows_table``,
-  ``insert_arrow`` and the offset commit after each insert but the last;
-* baseline: the same records, consumed into memory beforehand and built into Arrow
-  tables of the same batch size with the sink's ``rows_table`` (not timed), inserted
-  with the same client's ``insert_arrow`` into the same ``raw_events`` schema.
+  row is inserted in both tables: consumer start and group join, fetches, and per
+  batch ``rows_table`` and ``insert_arrow`` into ``raw_events``, the decoding of each
+  record (``prefloop_sdk.codec.decode``), its typed row (``TableLayout.rows``, past the
+  ``Watermarks``) and ``insert_arrow`` into ``interactions``, then the offset commit
+  after each batch but the last;
+* baseline: the same output with none of the sink's work. The same records, consumed
+  into memory beforehand, built (not timed) into Arrow tables of the same batch size:
+  the ``raw_events`` rows with the sink's ``rows_table``, and the ``interactions`` rows
+  of the decoded records with ``load_layouts(client)["interactions"].rows``; timed:
+  for each batch, the same client's ``insert_arrow`` of both, into the same schemas
+  (materialized views included).
 
-Each run ends with ``count() FROM raw_events FINAL`` equal to EVENTS. Prints and
-writes medians and the ratio sink / baseline (target at least 0.5x) to bench/RESULTS.md.
+Each run ends with ``count() FROM raw_events FINAL`` and ``count() FROM interactions``
+equal to EVENTS. Prints and writes medians and the ratio sink / baseline (target at least
+0.5x) to bench/RESULTS.md, with where the sink's time goes.
 
 Run: ``make bench`` or ``.venv/bin/python bench/run.py sink`` (``BENCH_SINK_EVENTS``,
 ``BENCH_ROUNDS`` change the sizes).
@@ -40,11 +47,12 @@ from confluent_kafka import Message, TopicPartition
 from prefloop import kafka
 from prefloop.analytics import sink as sink_module
 from prefloop.analytics.sink import ClickHouseSink, rows_table
+from prefloop.analytics.tables import load_layouts
 from prefloop.clickhouse.client import embedded_client
 from prefloop.clickhouse.migrations import apply_migrations
 from prefloop.settings import Settings
 from prefloop.testing import fresh_topics, local_kafka
-from prefloop_sdk import Codec
+from prefloop_sdk import Codec, codec
 from prefloop_sdk.events import key_of
 
 EVENTS = int(os.environ.get("BENCH_SINK_EVENTS", "200000"))
@@ -121,31 +129,52 @@ def fresh_database(settings: Settings) -> tuple[Settings, Any]:
 def finish(client: Any, database: str) -> None:
     count = client.query("SELECT count() FROM raw_events FINAL").result_rows[0][0]
     assert count == EVENTS, f"{count} rows in {database}.raw_events, expected {EVENTS}"
+    typed = client.query("SELECT count() FROM interactions").result_rows[0][0]
+    assert typed == EVENTS, f"{typed} rows in {database}.interactions, expected {EVENTS}"
     client.command(f"DROP DATABASE `{database}` SYNC")  # no merges left to run beside the next
 
 
 class TimedClient:
     """The embedded client, noting when the sink's first insert returns and the time spent in
-    ``insert_arrow``."""
+    ``insert_arrow`` per table (the sink also queries it at its start: layouts, watermarks)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.first_done: float | None = None
-        self.insert_s = 0.0
+        self.insert_s: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
 
     def insert_arrow(self, table: str, data: pa.Table, **kwargs: Any) -> Any:
         started = time.perf_counter()
         result = self.client.insert_arrow(table, data, **kwargs)
         done = time.perf_counter()
-        self.insert_s += done - started
+        self.insert_s[table] = self.insert_s.get(table, 0.0) + done - started
         self.first_done = self.first_done or done
         return result
 
 
+class TimedLayout:
+    """A table layout noting the time of ``rows`` (the typed rows of decoded records)."""
+
+    def __init__(self, layout: Any, steps: list[tuple[str, float, float]]) -> None:
+        self.layout = layout
+        self.steps = steps
+
+    def rows(self, records: Any, sources: Any) -> pa.Table:
+        started = time.perf_counter()
+        try:
+            return self.layout.rows(records, sources)
+        finally:
+            self.steps.append(("typed_rows", started, time.perf_counter()))
+
+
 class TimedSink(ClickHouseSink):
-    """The sink, unchanged, with the start and end of each of its two steps noted:
-    collecting a batch from the consumer, and inserting it (``rows_table`` then
-    ``insert_arrow``). The rest of ``run`` is the consumer's start and the commits."""
+    """The sink, unchanged, with the start and end of its steps noted: collecting a batch
+    from the consumer, and writing it (``rows_table``, ``insert_arrow`` into ``raw_events``,
+    decoding each record, the typed rows, ``insert_arrow`` into ``interactions``). The rest
+    of ``run`` is the consumer's start and the commits."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,10 +187,23 @@ class TimedSink(ClickHouseSink):
         finally:
             self.steps.append(("collect", started, time.perf_counter()))
 
-    def _insert(self, client: Any, table: pa.Table, stop: threading.Event) -> bool:
+    def _insert(self, writer: Any, stop: threading.Event) -> bool:
+        decode = writer._decode
+
+        def timed_decode() -> Any:
+            begun = time.perf_counter()
+            try:
+                return decode()
+            finally:
+                self.steps.append(("decode", begun, time.perf_counter()))
+
+        writer._decode = timed_decode
+        writer.layouts = {
+            name: TimedLayout(lay, self.steps) for name, lay in writer.layouts.items()
+        }
         started = time.perf_counter()
         try:
-            return super()._insert(client, table, stop)
+            return super()._insert(writer, stop)
         finally:
             self.steps.append(("insert", started, time.perf_counter()))
 
@@ -209,6 +251,7 @@ def sink_run(settings: Settings, topic: str) -> dict[str, float]:
     sink_module.rows_table = rows_table
     assert not failure, failure
     assert sink.rows_inserted == EVENTS
+    assert (sink.typed_rows, sink.undecodable) == (EVENTS, 0), (sink.typed_rows, sink.undecodable)
     finish(client, scoped.clickhouse_database)
     assert timed.first_done is not None
     # from run() until the insert of the last row returned (the last batch's commit and the
@@ -216,27 +259,53 @@ def sink_run(settings: Settings, topic: str) -> dict[str, float]:
     end = max(e for step, _, e in sink.steps if step == "insert")
     elapsed = end - started
     collect_s = sum(e - s for step, s, e in sink.steps if step == "collect" and s < end)
-    table_s = sum(e - s for step, s, e in sink.steps if step == "rows_table" and s < end)
+    table_s, decode_s, typed_s = (
+        sum(e - s for step, s, e in sink.steps if step == name and s < end)
+        for name in ("rows_table", "decode", "typed_rows")
+    )
+    raw_s = timed.insert_s.get("raw_events", 0.0)
+    interactions_s = timed.insert_s.get("interactions", 0.0)
+    parts = collect_s + table_s + decode_s + typed_s + raw_s + interactions_s
     return {
         "rate": EVENTS / elapsed,
         "seconds": elapsed,
         "first_insert_s": timed.first_done - started,
         "collect_s": collect_s,
         "rows_table_s": table_s,
-        "insert_s": timed.insert_s,
-        "rest_s": elapsed - collect_s - table_s - timed.insert_s,
+        "decode_s": decode_s,
+        "typed_rows_s": typed_s,
+        "raw_insert_s": raw_s,
+        "typed_insert_s": interactions_s,
+        "rest_s": elapsed - parts,
         "batches": sink.batches,
     }
 
 
-def baseline_run(settings: Settings, tables: list[pa.Table]) -> dict[str, float]:
+def baseline_run(settings: Settings, tables: list[tuple[pa.Table, pa.Table]]) -> dict[str, float]:
     scoped, client = fresh_database(settings)
-    started = time.perf_counter()
-    for table in tables:
-        client.insert_arrow("raw_events", table)
-    elapsed = time.perf_counter() - started
+    raw_s = typed_s = 0.0
+    for raw, typed in tables:
+        started = time.perf_counter()
+        client.insert_arrow("raw_events", raw)
+        between = time.perf_counter()
+        client.insert_arrow("interactions", typed)
+        raw_s += between - started
+        typed_s += time.perf_counter() - between
+    elapsed = raw_s + typed_s
     finish(client, scoped.clickhouse_database)
-    return {"rate": EVENTS / elapsed, "seconds": elapsed}
+    return {"rate": EVENTS / elapsed, "seconds": elapsed, "raw_s": raw_s, "typed_s": typed_s}
+
+
+def typed_tables(client: Any, messages: list[Message], batch: int) -> list[pa.Table]:
+    """The ``interactions`` rows of each batch, as the sink builds them (not timed)."""
+    layout = load_layouts(client, ["interactions"])["interactions"]
+    out = []
+    for i in range(0, len(messages), batch):
+        chunk = messages[i : i + batch]
+        records = [codec.decode(m.value() or b"")[1] for m in chunk]
+        sources = [(int(m.partition() or 0), int(m.offset() or 0)) for m in chunk]
+        out.append(layout.rows(records, sources))
+    return out
 
 
 def _runs(values: list[float]) -> str:
@@ -250,14 +319,17 @@ def main() -> None:
         size = produce(settings, topic)
         messages = consume_all(settings, topic)
         batch = settings.sink_batch_rows
-        tables = [rows_table(messages[i : i + batch]) for i in range(0, EVENTS, batch)]
-        del messages
+        warm, client = fresh_database(settings)  # chDB's first inserts, not counted
+        raws = [rows_table(messages[i : i + batch]) for i in range(0, EVENTS, batch)]
+        tables = list(zip(raws, typed_tables(client, messages, batch), strict=True))
+        del messages, raws
         print(
             f"{EVENTS:,} interaction events of {size:.0f} B on {topic}; "
-            f"{len(tables)} Arrow tables of {batch:,} rows"
+            f"{len(tables)} batches of {batch:,} rows, each a raw_events and an interactions "
+            "Arrow table"
         )
-        warm, client = fresh_database(settings)  # chDB's first insert, not counted
-        client.insert_arrow("raw_events", tables[0])
+        client.insert_arrow("raw_events", tables[0][0])
+        client.insert_arrow("interactions", tables[0][1])
         client.command(f"DROP DATABASE `{warm.clickhouse_database}` SYNC")
         sinks: list[dict[str, float]] = []
         bases: list[dict[str, float]] = []
@@ -269,32 +341,48 @@ def main() -> None:
                 f"  round: baseline {bases[-1]['rate']:,.0f} rows/s, sink {last['rate']:,.0f} "
                 f"rows/s in {last['batches']:.0f} batches: {last['seconds']:.2f} s = "
                 f"{last['collect_s']:.2f} consuming + {last['rows_table_s']:.2f} rows_table + "
-                f"{last['insert_s']:.2f} insert_arrow + {last['rest_s']:.2f} commits and start; "
-                f"{last['first_insert_s']:.2f} s to its first insert"
+                f"{last['raw_insert_s']:.2f} insert raw_events + {last['decode_s']:.2f} decode "
+                f"+ {last['typed_rows_s']:.2f} typed rows + {last['typed_insert_s']:.2f} insert "
+                f"interactions + {last['rest_s']:.2f} commits and start; "
+                f"{last['first_insert_s']:.2f} s to its first insert",
+                flush=True,
             )
 
     sink_rates = [r["rate"] for r in sinks]
     base_rates = [r["rate"] for r in bases]
     ratio = median(sink_rates) / median(base_rates)
-    sink_s, first_s, collect_s, table_s, insert_s, rest_s = (
-        median([r[name] for r in sinks])
-        for name in (
-            "seconds",
-            "first_insert_s",
-            "collect_s",
-            "rows_table_s",
-            "insert_s",
-            "rest_s",
-        )
+    m = {name: median([r[name] for r in sinks]) for name in sinks[0]}
+    base_s, base_raw_s, base_typed_s = (
+        median([r[name] for r in bases]) for name in ("seconds", "raw_s", "typed_s")
     )
-    base_s = median([r["seconds"] for r in bases])
-    sink_path = "`ClickHouseSink`: consume (read_committed), `rows_table`, `insert_arrow`, commit"
-    base_path = "`insert_arrow` of the same rows, pre-built tables, straight into chDB"
+    own_s = m["rows_table_s"] + m["decode_s"] + m["typed_rows_s"]
+    sink_insert_s = m["raw_insert_s"] + m["typed_insert_s"]
+    sink_path = (
+        "`ClickHouseSink`: consume (read_committed), `rows_table` and `insert_arrow` into "
+        "raw_events, decode, typed rows and `insert_arrow` into interactions, commit"
+    )
+    base_path = (
+        "`insert_arrow` of the same rows into raw_events and interactions, pre-built tables, "
+        "straight into chDB"
+    )
+    overlap = (
+        "The sink writes each batch in a thread while it reads the next, but on two cores the "
+        "consumer's Python loop, librdkafka's fetch threads, the decoding and chDB's inserts "
+        "compete for the same CPUs (and the GIL), so the overlap buys little: the parts add up "
+        "to nearly the whole."
+        if m["rest_s"] > -0.1 * m["seconds"]
+        else "The sink writes each batch in a thread while it reads the next: the parts add up "
+        f"to {-m['rest_s']:.2f} s more than the whole, the time the two overlapped (on two "
+        "cores, where the consumer's Python loop, librdkafka's fetch threads, the decoding and "
+        "chDB's inserts compete for the same CPUs and the GIL)."
+    )
     body = f"""
 {EVENTS:,} interaction events of {size:.0f} B (SDK-encoded, keyed by conversation) on one
 topic of {settings.topic_partitions} partitions, one local broker; chDB opened in the benchmark
 process, a fresh database per run; {ROUNDS} alternating runs each, on the same machine's cores.
 Batches of {batch:,} rows (the sink's defaults: {batch:,} rows or {settings.sink_batch_s:g} s).
+Both paths end with the same rows in both tables: every event in `raw_events` and, decoded,
+in the typed table `interactions` (with the materialized views on it).
 
 | path | median rows/s | runs |
 |---|---|---|
@@ -302,15 +390,17 @@ Batches of {batch:,} rows (the sink's defaults: {batch:,} rows or {settings.sink
 | {base_path} | {median(base_rates):,.0f} | {_runs(base_rates)} |
 
 Ratio sink / insert_arrow: **{ratio:.2f}x** (target at least 0.5x). Where the sink's time
-goes (medians): {sink_s:.2f} s in all = {collect_s:.2f} s collecting batches from the consumer
-(group join and fetches included; {first_s:.2f} s until the first insert returned) +
-{table_s:.2f} s in `rows_table` + {insert_s:.2f} s in `insert_arrow` + {rest_s:.2f} s for the
-commits and the start (negative when the insert thread overlapped the reads); the
-baseline's inserts took {base_s:.2f} s. The sink inserts each batch in a thread while it reads
-the next, yet the parts add up to nearly the whole: on two cores the consumer's Python loop,
-librdkafka's fetch threads and chDB's insert compete for the same CPUs, so the overlap buys
-little. The remaining gap is the cost of reading Kafka from Python (a call per message and
-field); the insert itself runs as fast as the baseline's.
+goes (the median of each part): {m["seconds"]:.2f} s in all = {m["collect_s"]:.2f} s collecting
+batches from the consumer (group join and fetches included; {m["first_insert_s"]:.2f} s until
+the first insert returned) + {m["rows_table_s"]:.2f} s in `rows_table` +
+{m["raw_insert_s"]:.2f} s in `insert_arrow` into raw_events + {m["decode_s"]:.2f} s decoding the
+records + {m["typed_rows_s"]:.2f} s building their typed rows (`TableLayout.rows`) +
+{m["typed_insert_s"]:.2f} s in `insert_arrow` into interactions + {m["rest_s"]:.2f} s for the
+commits and the start (negative when the insert thread overlapped the reads). The baseline's
+inserts took {base_s:.2f} s ({base_raw_s:.2f} s into raw_events, {base_typed_s:.2f} s into
+interactions); the sink's took {sink_insert_s:.2f} s. The work only the sink does, in Python
+per record (`rows_table`, decoding, typed rows), took {own_s:.2f} s, and reading Kafka
+{m["collect_s"]:.2f} s more. {overlap}
 """
     write_section("ClickHouse sink: rows/s vs insert_arrow into chDB", body)
     print(body)

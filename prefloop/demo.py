@@ -17,6 +17,7 @@ from prefloop import kafka
 from prefloop.clickhouse.client import connect
 from prefloop.demo_serving import run_serving_stage
 from prefloop.demo_streams import run_streams_stage
+from prefloop.demo_verdict import run_verdict_stage
 from prefloop.errors import PrefloopError
 from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
@@ -40,6 +41,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         _ray_task(settings, console, record)
         run_streams_stage(settings, console)
         run_serving_stage(settings, console)
+        run_verdict_stage(settings, console)
     finally:
         if started:
             console.rule("[bold]down")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from rich import box
@@ -14,17 +14,17 @@ from rich.table import Table
 from prefloop.cli import _settings, console
 from prefloop.cli.serving import ab
 
-_DATES = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
 
+def _time(value: str | None, name: str) -> datetime | None:
+    from prefloop.analytics.export import parse_time
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
+    return None if value is None else parse_time(value, name)
 
 
 @ab.command("analyze")
 @click.option("--experiment", required=True, help="The experiment id (`prefloop ab status`).")
-@click.option("--start", type=_DATES, default=None, help="Only data from this UTC time on.")
-@click.option("--end", type=_DATES, default=None, help="Only data before this UTC time.")
+@click.option("--start", default=None, help="Only data from this time on (YYYY-MM-DD or ISO 8601).")
+@click.option("--end", default=None, help="Only data before this time (YYYY-MM-DD or ISO 8601).")
 @click.option("--split", type=click.FloatRange(0, 100, min_open=True, max_open=True),
               default=None, help="Percent on B to check the exposures against "
               "(default: the split history the router recorded).")  # fmt: skip
@@ -34,8 +34,8 @@ def _utc(value: datetime | None) -> datetime | None:
 def ab_analyze(
     ctx: click.Context,
     experiment: str,
-    start: datetime | None,
-    end: datetime | None,
+    start: str | None,
+    end: str | None,
     split: float | None,
     as_json: bool,
     no_record: bool,
@@ -51,8 +51,8 @@ def ab_analyze(
         connect(settings),
         settings,
         experiment,
-        start=_utc(start),
-        end=_utc(end),
+        start=_time(start, "--start"),
+        end=_time(end, "--end"),
         split=split,
         record=not no_record,
     )

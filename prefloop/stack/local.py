@@ -61,6 +61,7 @@ class LocalStack:
         self.ray = ray_process(settings)
         self.worker = ManagedProcess("worker", settings.home / "run", settings.home / "logs")
         self.sink = ManagedProcess("sink", settings.home / "run", settings.home / "logs")
+        self.autopilot = ManagedProcess("autopilot", settings.home / "run", settings.home / "logs")
 
     # -- up ------------------------------------------------------------------
     def up(self) -> list[str]:
@@ -72,6 +73,7 @@ class LocalStack:
             self._up_ray(started)
             self._up_worker(started)
             self._up_router()
+            self._up_autopilot(started)
         except BaseException:
             for process in reversed(started):
                 process.stop(STOP_TIMEOUTS_S.get(process.name, 30.0))
@@ -162,6 +164,21 @@ class LocalStack:
                 "stack is up: fix it and run `prefloop serve`"
             )
 
+    def _up_autopilot(self, started: list[ManagedProcess]) -> None:
+        """The automatic verdict loop (``prefloop ab watch``), when ``ab_auto`` is on."""
+        s = self.settings
+        if not s.ab_auto:
+            self.say("autopilot: off (PREFLOOP_AB_AUTO=false): run `prefloop ab analyze` yourself")
+            return
+        if self.autopilot.is_running():
+            self.say("autopilot: already up")
+            return
+        self.say(
+            f"autopilot: starting the verdict loop (a look every {s.ab_verdict_interval_s:g} s) ..."
+        )
+        self.autopilot.start([*_cli("ab"), "watch"], env=child_environment(s))
+        started.append(self.autopilot)
+
     def _up_worker(self, started: list[ManagedProcess]) -> None:
         s = self.settings
         if s.clickhouse_url and not self.sink.is_running():
@@ -228,6 +245,8 @@ class LocalStack:
         rows.append(self._process_status(self.worker, s.streams_web_port, "stream agents"))
         if s.clickhouse_url:
             rows.append(self._process_status(self.sink, None, "ClickHouse sink"))
+        if s.ab_auto:
+            rows.append(self._process_status(self.autopilot, None, "verdict loop (ab watch)"))
         rows.append(
             ComponentStatus(
                 "router",

@@ -48,7 +48,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
     assert registered.returncode == 0, registered.stderr
     up = prefloop(settings, "up")
     assert up.returncode == 0, up.stderr
-    assert "up: started kafka-1, clickhouse, ray, worker" in up.stdout
+    assert "up: started kafka-1, clickhouse, ray, worker, autopilot" in up.stdout
     assert "router: starting the A/B router" in up.stdout  # a version is registered
     pids = {}
     try:
@@ -60,6 +60,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
             "clickhouse": "up",
             "ray": "up",
             "worker": "up",
+            "autopilot": "up",
             "router": "up",
         }
         assert rows["kafka-1"]["version"] == "4.4.0"
