@@ -24,6 +24,7 @@ Per arm:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,7 +144,6 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         client,
         f"""
         SELECT arm, any(toString(model_version)) AS model_version, count() AS responses,
-               uniqExact(user_id) AS users,
                quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
                sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second
         FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm ORDER BY arm
@@ -167,15 +167,14 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         p50, p95, p99 = (float(v) for v in row["latency"])
         data.arms[row["arm"]] = ArmSummary(
             model_version=row["model_version"],
-            users=int(row["users"]),
+            users=0,  # counted per user below, with the slow requests
             responses=int(row["responses"]),
             latency_ms=(p50, p95, p99),
             daily_active_users=daily.get(row["arm"], 0.0),
             tokens_per_second=float(row["tokens_per_second"]),
         )
-    if "A" not in data.arms:
-        return
-    data.latency_threshold_ms = data.arms["A"].latency_ms[2]
+    threshold = data.arms["A"].latency_ms[2] if "A" in data.arms else 0.0
+    data.latency_threshold_ms = threshold if "A" in data.arms else None
     for row in _rows(
         client,
         f"""
@@ -185,11 +184,14 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
               FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm, user_id)
         GROUP BY arm
         """,
-        {**params, "threshold": data.latency_threshold_ms},
+        {**params, "threshold": threshold},
     ):
-        data.ratios.setdefault("latency_p99", {})[row["arm"]] = _joint(
-            row, int(row["users"]), "slow", "requests"
-        )
+        users = int(row["users"])
+        data.arms[row["arm"]] = dataclasses.replace(data.arms[row["arm"]], users=users)
+        if data.latency_threshold_ms is not None:
+            data.ratios.setdefault("latency_p99", {})[row["arm"]] = _joint(
+                row, users, "slow", "requests"
+            )
 
 
 def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:

@@ -2,8 +2,8 @@
 
 Not a test: a measurement. chDB is opened in this process (one data directory per
 process, a fresh one under a temporary directory) and the migrations applied. A
-simulated experiment (``prefloop.analytics.simulate``: 10 users in 100 respond 5
-times on average, arm B's implicit score 0.05 higher) is loaded into the typed
+simulated experiment (``prefloop.analytics.simulate``: EVENTS / 10 users of about 5
+responses each, arm B's implicit score 0.05 higher) is loaded into the typed
 tables in inserts of about 1 M rows: EVENTS rows of ``interactions`` and ``scores``
 together (half each), one exposure per user, and the 50/50 split in
 ``model_events``. Nothing is merged by hand (no OPTIMIZE): the tables are read as
@@ -25,7 +25,9 @@ warm-up of each (whose results are checked against each other):
   active users, tokens per second, session spans, the first exposure of each user
   for the sample ratio check, and the same tests (``prefloop.analytics.stats``:
   delta method, Welch, chi-square) with scipy's Mann-Whitney U on the per-user mean
-  scores. Timed in three parts: transfer (``query_arrow``), ``to_pandas``, compute.
+  scores. Timed in three parts: transfer (``query_arrow``), ``to_pandas``, compute;
+* third in each round, a diagnostic only: ``analyze`` with ``FINAL`` taken out of its
+  queries (what reading with ``FINAL`` costs; wrong in general, right on this data).
 
 The check: users, responses and sessions per arm equal; every ratio metric's
 difference, interval and p-value, the session test, Mann-Whitney and the sample
@@ -479,7 +481,11 @@ def _runs(values: list[float]) -> str:
 
 
 def main() -> None:
-    settings = isolated_settings(Path(tempfile.mkdtemp(prefix="bench-analytics-")))
+    with tempfile.TemporaryDirectory(prefix="bench-analytics-", ignore_cleanup_errors=True) as home:
+        run(isolated_settings(Path(home)))
+
+
+def run(settings: Settings) -> None:
     client = embedded_client(settings, settings.clickhouse_database)
     apply_migrations(client, settings.clickhouse_database)
     started = time.perf_counter()
@@ -506,6 +512,7 @@ def main() -> None:
     analyze_s: list[float] = []
     queries: list[dict[str, float]] = []
     bases: list[Baseline] = []
+    no_final: list[float] = []
     for n in range(ROUNDS):
         seconds, verdict, times = analyze_run(client, settings)
         analyze_s.append(seconds)
@@ -522,20 +529,23 @@ def main() -> None:
         )
         bad, _ = compare(verdict, b)
         assert not bad, bad
-    parts_after = active_parts(client)
-    # a diagnostic, not a path: the same queries with FINAL taken out (wrong in general, as a
-    # revised score or a duplicate would count twice; this data has neither)
-    no_final = []
-    for _ in range(ROUNDS):
+        # a diagnostic, not a path: the same queries with FINAL taken out (wrong in general, as
+        # a revised score or a duplicate would count twice; this data has neither)
         seconds, plain, _ = analyze_run(client, settings, strip_final=True)
         no_final.append(seconds)
         assert _close(
             plain.metric("implicit_score").difference, verdict.metric("implicit_score").difference
         )
-    no_final_med = median(no_final)
-    log(f"analyze with FINAL taken out: {_runs(no_final)} s")
+        log(f"round {n + 1}: analyze with FINAL taken out {seconds:.2f} s")
+    parts_after = active_parts(client)
 
     analyze_med = median(analyze_s)
+    no_final_med = median(no_final)
+    final_cost = (
+        f"reading with `FINAL` costs {analyze_med - no_final_med:.2f} s of the {analyze_med:.2f} s"
+        if analyze_med - no_final_med > 0.05 * analyze_med
+        else "reading with `FINAL` costs nothing measurable here (the noise is larger)"
+    )
     base_med = median([b.seconds for b in bases])
     transfer, to_pandas, compute = (
         median([getattr(b, f) for b in bases]) for f in ("transfer_s", "to_pandas_s", "compute_s")
@@ -594,10 +604,10 @@ the rows anew: {scans_line}.
 |---|---|---|
 {query_rows}
 
-A diagnostic, not a path: the same `analyze` with `FINAL` taken out of every query (wrong in
-general, since a revised score or a client's duplicate would then count twice; this data has
-neither) takes {no_final_med:.2f} s (median; runs {_runs(no_final)}), so reading with `FINAL`
-costs {analyze_med - no_final_med:.2f} s of the {analyze_med:.2f} s.
+A diagnostic, not a path, run third in each round: the same `analyze` with `FINAL` taken out
+of every query (wrong in general, since a revised score or a client's duplicate would then
+count twice; this data has neither) takes {no_final_med:.2f} s (median; runs
+{_runs(no_final)}), so {final_cost}, with the parts above.
 
 A shared 2-core machine: chDB runs each query on both cores, so the times move with
 whatever else runs; read the medians and the ratio.
