@@ -25,6 +25,7 @@ Per arm:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,10 +71,7 @@ GROUP BY arm, user_id
 
 def _joint_sql(x: str, y: str) -> str:
     """The six sums of JointMoments(x, y) over the users of an arm."""
-    return (
-        f"sum({x}) AS {x}_{y}_x, sum({y}) AS {x}_{y}_y, sum({x} * {x}) AS {x}_{y}_x2, "
-        f"sum({y} * {y}) AS {x}_{y}_y2, sum({x} * {y}) AS {x}_{y}_xy"
-    )
+    return ", ".join(f"sum({expr}) AS {alias}" for expr, alias in _joint_terms(x, y))
 
 
 def _joint(row: dict[str, Any], users: int, x: str, y: str) -> JointMoments:
@@ -130,12 +128,17 @@ def known_experiments(client: Client) -> list[str]:
 def experiment_data(
     client: Client, experiment_id: str, start: datetime, end: datetime
 ) -> ExperimentData:
-    """The sufficient statistics of ``experiment_id`` over [start, end), per arm."""
+    """The sufficient statistics of ``experiment_id`` over [start, end), per arm.
+
+    Three queries: the arms' summary over ``interactions``, one pass over
+    ``interactions`` grouped by session and then user (slow requests, sessions, daily
+    activity), one over ``scores`` grouped by user (every ratio metric and
+    Mann–Whitney U).
+    """
     params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
     data = ExperimentData(experiment_id)
     _interactions(client, params, data)
     _scores(client, params, data)
-    _sessions(client, params, data)
     return data
 
 
@@ -145,32 +148,20 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         f"""
         SELECT arm, any(toString(model_version)) AS model_version, count() AS responses,
                quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
-               sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second
+               sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
+               uniqExact(toDate(ts)) AS days
         FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm ORDER BY arm
         """,
         params,
     )
-    daily = {
-        row["arm"]: float(row["dau"])
-        for row in _rows(
-            client,
-            f"""
-            SELECT arm, avg(users) AS dau FROM (
-                SELECT arm, toDate(ts) AS day, uniqExact(user_id) AS users
-                FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm, day)
-            GROUP BY arm
-            """,
-            params,
-        )
-    }
     for row in arms:
         p50, p95, p99 = (float(v) for v in row["latency"])
         data.arms[row["arm"]] = ArmSummary(
             model_version=row["model_version"],
-            users=0,  # counted per user below, with the slow requests
+            users=0,  # counted per user below
             responses=int(row["responses"]),
             latency_ms=(p50, p95, p99),
-            daily_active_users=daily.get(row["arm"], 0.0),
+            daily_active_users=float(row["days"]),  # user-days / days, below
             tokens_per_second=float(row["tokens_per_second"]),
         )
     threshold = data.arms["A"].latency_ms[2] if "A" in data.arms else 0.0
@@ -178,66 +169,124 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
     for row in _rows(
         client,
         f"""
-        SELECT arm, count() AS users, {_joint_sql("slow", "requests")}
-        FROM (SELECT arm, user_id, count() AS requests,
-                     countIf(latency_ms > {{threshold:Float64}}) AS slow
-              FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm, user_id)
+        SELECT arm, count() AS users, sum(user_days) AS user_days,
+               {_joint_sql("slow", "requests")},
+               sum(sessions) AS n_sessions, sum(span) AS span_sum, sum(span2) AS span_sum2
+        FROM (SELECT arm, user_id, sum(s_requests) AS requests, sum(s_slow) AS slow,
+                     countIf(session_id != '') AS sessions,
+                     sumIf(s_span, session_id != '') AS span,
+                     sumIf(s_span * s_span, session_id != '') AS span2,
+                     length(arrayDistinct(arrayFlatten(groupArray(s_days)))) AS user_days
+              FROM (SELECT arm, user_id, session_id, count() AS s_requests,
+                           countIf(latency_ms > {{threshold:Float64}}) AS s_slow,
+                           dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span,
+                           groupUniqArray(toDate(ts)) AS s_days
+                    FROM interactions FINAL WHERE {_IN_EXPERIMENT}
+                    GROUP BY arm, user_id, session_id)
+              GROUP BY arm, user_id)
         GROUP BY arm
         """,
         {**params, "threshold": threshold},
     ):
-        users = int(row["users"])
-        data.arms[row["arm"]] = dataclasses.replace(data.arms[row["arm"]], users=users)
+        arm, users = row["arm"], int(row["users"])
+        summary = data.arms[arm]
+        days = summary.daily_active_users
+        data.arms[arm] = dataclasses.replace(
+            summary, users=users, daily_active_users=float(row["user_days"]) / max(days, 1.0)
+        )
         if data.latency_threshold_ms is not None:
-            data.ratios.setdefault("latency_p99", {})[row["arm"]] = _joint(
-                row, users, "slow", "requests"
-            )
+            data.ratios.setdefault("latency_p99", {})[arm] = _joint(row, users, "slow", "requests")
+        data.sessions[arm] = Moments(
+            int(row["n_sessions"]), float(row["span_sum"]), float(row["span_sum2"])
+        )
 
 
 def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
+    """Every ratio metric per arm and Mann–Whitney U, in one pass over the per-user sums."""
     pairs = sorted(set(RATIO_METRICS.values()))
-    sums = ", ".join(_joint_sql(x, y) for x, y in pairs)
-    for row in _rows(
+    per_arm = [
+        f"{fn}If({expr}, arm = '{arm}') AS {arm}_{alias}"
+        for arm in ("A", "B")
+        for fn, expr, alias in [("count", "1", "users")]
+        + [("sum", expr, alias) for expr, alias in _mean_score_sums()]
+        + [("sum", e, a) for x, y in pairs for e, a in _joint_terms(x, y)]
+    ]
+    (row,) = _rows(
         client,
         f"""
-        SELECT arm, count() AS users, {sums},
-               sum(score_sum / responses) AS mean_score,
-               sum(pow(score_sum / responses, 2)) AS mean_score2
-        FROM ({_PER_USER_SCORES}) GROUP BY arm
+        SELECT {", ".join(per_arm)},
+               if(countIf(arm = 'A') > 0 AND countIf(arm = 'B') > 0,
+                  mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(arm = 'B')),
+                  (nan, nan)) AS mann_whitney
+        FROM ({_PER_USER_SCORES})
         """,
         params,
-    ):
-        users = int(row["users"])
+    )
+    for arm in ("A", "B"):
+        users = int(row[f"{arm}_users"])
+        if users == 0:
+            continue
+        mine = {k[2:]: v for k, v in row.items() if k.startswith(f"{arm}_")}
         for metric, (x, y) in RATIO_METRICS.items():
-            data.ratios.setdefault(metric, {})[row["arm"]] = _joint(row, users, x, y)
-        data.score_users[row["arm"]] = Moments(
-            users, float(row["mean_score"]), float(row["mean_score2"])
+            data.ratios.setdefault(metric, {})[arm] = _joint(mine, users, x, y)
+        data.score_users[arm] = Moments(
+            users, float(mine["mean_score"]), float(mine["mean_score2"])
         )
-    if {"A", "B"} <= set(data.score_users) and all(m.n > 0 for m in data.score_users.values()):
-        (result,) = client.query(
-            f"""
-            SELECT mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(arm = 'B'))
-            FROM ({_PER_USER_SCORES})
-            """,
-            parameters=params,
-        ).result_rows[0]
-        u, p = (result["u_statistic"], result["p_value"]) if isinstance(result, dict) else result
-        data.mann_whitney = (float(u), float(p))
+    u, p = (float(v) for v in row["mann_whitney"])
+    data.mann_whitney = None if math.isnan(u) else (u, p)
 
 
-def _sessions(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
-    for row in _rows(
+def _mean_score_sums() -> list[tuple[str, str]]:
+    return [
+        ("score_sum / responses", "mean_score"),
+        ("pow(score_sum / responses, 2)", "mean_score2"),
+    ]
+
+
+def _joint_terms(x: str, y: str) -> list[tuple[str, str]]:
+    """The six sums of JointMoments(x, y): (expression, alias)."""
+    p = f"{x}_{y}"
+    return [
+        (x, f"{p}_x"),
+        (y, f"{p}_y"),
+        (f"{x} * {x}", f"{p}_x2"),
+        (f"{y} * {y}", f"{p}_y2"),
+        (f"{x} * {y}", f"{p}_xy"),
+    ]
+
+
+def cuped_moments(
+    client: Client, experiment_id: str, start: datetime, end: datetime
+) -> dict[str, JointMoments]:
+    """Per arm, each user's mean implicit score in the experiment (y) with its
+    pre-period covariate (x): the user's mean score before the experiment's first
+    interaction, outside it; users without one take the pre-period's overall mean.
+
+    Empty when none of the experiment's users has a pre-period score.
+    """
+    params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
+    pre = f"""
+        SELECT user_id, avg(implicit_score) AS pre_mean, count() AS pre_n
+        FROM scores FINAL
+        WHERE experiment_id != {{experiment:String}} AND ts < (
+            SELECT min(ts) FROM interactions WHERE {_IN_EXPERIMENT})
+        GROUP BY user_id
+    """
+    rows = _rows(
         client,
         f"""
-        SELECT arm, count() AS n, sum(seconds) AS total, sum(seconds * seconds) AS total_sq
-        FROM (SELECT arm, user_id, session_id,
-                     dateDiff('millisecond', min(ts), max(ts)) / 1000 AS seconds
-              FROM interactions FINAL WHERE {_IN_EXPERIMENT} AND session_id != ''
-              GROUP BY arm, user_id, session_id)
+        WITH (SELECT sum(pre_mean * pre_n) / sum(pre_n) FROM ({pre})) AS overall
+        SELECT arm, count() AS users, {_joint_sql("x", "y")}, overall,
+               countIf(known) AS with_history
+        FROM (SELECT e.arm AS arm, e.user_mean AS y, p.pre_n > 0 AS known,
+                     if(known, p.pre_mean, overall) AS x
+              FROM (SELECT arm, user_id, avg(implicit_score) AS user_mean
+                    FROM scores FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm, user_id) AS e
+              LEFT JOIN ({pre}) AS p ON e.user_id = p.user_id)
         GROUP BY arm
         """,
         params,
-    ):
-        data.sessions[row["arm"]] = Moments(
-            int(row["n"]), float(row["total"]), float(row["total_sq"])
-        )
+    )
+    if not rows or not sum(int(row["with_history"]) for row in rows):
+        return {}
+    return {row["arm"]: _joint(row, int(row["users"]), "x", "y") for row in rows}

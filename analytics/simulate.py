@@ -25,7 +25,7 @@ class Simulated:
     """The rows of each table, and the raw per-response arrays behind them."""
 
     interactions: pa.Table
-    scores: pa.Table
+    scores: pa.Table  # the experiment's, then the pre-period's (no experiment, no arm)
     exposures: pa.Table
     arm: np.ndarray  # per response: 0 (A) or 1 (B)
     user: np.ndarray  # per response: user index
@@ -55,9 +55,14 @@ def simulate_experiment(
     seed: int = 0,
     versions: tuple[str, str] = ("v1", "v2"),
     user_prefix: str = "u",
+    pre_period_days: int = 0,
 ) -> Simulated:
     """``users`` users split ``split`` % to B (``assigned_b_share`` breaks the split:
-    the share actually assigned), with about ``responses_per_user`` responses each."""
+    the share actually assigned), with about ``responses_per_user`` responses each.
+
+    ``pre_period_days`` > 0 adds, for each user, as many scored responses outside any
+    experiment in the days before ``start``, from the same propensity (CUPED's
+    covariate)."""
     rng = np.random.default_rng(seed)
     share_b = (split if assigned_b_share is None else assigned_b_share) / 100
     user_arm = (rng.random(users) < share_b).astype(np.int8)
@@ -124,6 +129,31 @@ def simulate_experiment(
             "ts": pa.array(ts_ms + 30_000, pa.timestamp("ms", tz="UTC")),
         }
     )
+    if pre_period_days > 0:
+        pre_user = np.repeat(np.arange(users), per_user)
+        pre_n = len(pre_user)
+        pre_ts = int(start.timestamp() * 1000) - rng.integers(1, pre_period_days * _DAY_MS, pre_n)
+        pre_ids = np.char.add("p", np.arange(pre_n).astype(str)).astype(object)
+        pre_user_ids = np.char.add(user_prefix, np.arange(users).astype(str)).astype(object)
+        pre = pa.table(
+            {
+                "interaction_id": pa.array(np.char.add("i", pre_ids.astype(str)).astype(object)),
+                "response_id": pa.array(pre_ids),
+                "user_id": pa.array(pre_user_ids[pre_user]),
+                "model_version": pa.array(np.full(pre_n, versions[0], dtype=object)),
+                "experiment_id": pa.array(np.full(pre_n, "", dtype=object), pa.string()),
+                "arm": pa.array(np.full(pre_n, "", dtype=object), pa.string()),
+                "revision": pa.array(np.zeros(pre_n, np.uint32)),
+                "implicit_score": pa.array(base[pre_user] + rng.normal(0.0, 2.0, pre_n)),
+                "signals_continued": pa.array(np.zeros(pre_n, bool)),
+                "signals_copied": pa.array(np.zeros(pre_n, bool)),
+                "signals_regenerated": pa.array(np.zeros(pre_n, bool)),
+                "signals_reported": pa.array(np.zeros(pre_n, bool)),
+                "rating": pa.array(np.full(pre_n, np.nan), from_pandas=True),
+                "ts": pa.array(pre_ts, pa.timestamp("ms", tz="UTC")),
+            }
+        )
+        scores = pa.concat_tables([scores, pre.cast(scores.schema)])
     exposure_users = np.char.add(user_prefix, np.arange(users).astype(str)).astype(object)
     exposures = pa.table(
         {

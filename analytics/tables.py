@@ -95,16 +95,41 @@ def _zero(kind: pa.DataType) -> Any:
     return 0
 
 
-def _flat(record: Mapping[str, Any], columns: frozenset[str]) -> dict[str, Any]:
-    """``record`` with nested records (dicts that are not a column) flattened by '_'."""
-    out: dict[str, Any] = {}
-    for name, value in record.items():
-        if isinstance(value, dict) and name not in columns:
-            for sub, inner in _flat(value, frozenset()).items():
-                out[f"{name}_{sub}"] = inner
-        else:
-            out[name] = value
-    return out
+def _path(record: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    """Where column ``name`` is in a decoded record: (field,), or (record, field) for
+    a nested record's field flattened with '_'; None when the record lacks it."""
+    if name in record:
+        return (name,)
+    for key, value in record.items():
+        if isinstance(value, dict) and name.startswith(f"{key}_") and name[len(key) + 1 :] in value:
+            return (key, name[len(key) + 1 :])
+    return None
+
+
+def _column(records: Sequence[Mapping[str, Any]], path: tuple[str, ...] | None) -> list[Any]:
+    if path is None:
+        return [None] * len(records)
+    if len(path) == 1:
+        (key,) = path
+        return [r.get(key) for r in records]
+    parent, child = path
+    return [(r.get(parent) or {}).get(child) for r in records]
+
+
+def _converted(values: list[Any], kind: pa.DataType, nullable: bool) -> list[Any]:
+    """``values`` as ``pa.array`` takes them for a column of ``kind``: one pass each."""
+    zero = None if nullable else _zero(kind)
+    if pa.types.is_map(kind):
+        return [zero if v is None else list(v.items()) for v in values]
+    sample = next((v for v in values if v is not None), None)
+    if isinstance(sample, list | dict) and not pa.types.is_list(kind):
+        return [
+            zero if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+            for v in values
+        ]
+    if zero is not None and None in values:
+        return [zero if v is None else v for v in values]
+    return values
 
 
 @dataclass(frozen=True)
@@ -121,9 +146,13 @@ class TableLayout:
     def rows(
         self, records: Sequence[Mapping[str, Any]], sources: Sequence[tuple[int, int]]
     ) -> pa.Table:
-        """The rows of decoded ``records``, each with its (partition, offset)."""
-        names = frozenset(name for name, _, _ in self.fields)
-        flat = [_flat(r, names) for r in records]
+        """The rows of decoded ``records``, each with its (partition, offset).
+
+        The records are of one record type, decoded as its latest schema version, so
+        they share their fields: the first one locates each column, and each column is
+        built in one pass.
+        """
+        first = records[0] if records else {}
         columns = []
         for name, kind, nullable in self.fields:
             if name == "_partition":
@@ -131,19 +160,9 @@ class TableLayout:
             elif name == "_offset":
                 values = [s[1] for s in sources]
             else:
-                values = [_cell(r.get(name), kind, nullable) for r in flat]
+                values = _converted(_column(records, _path(first, name)), kind, nullable)
             columns.append(pa.array(values, type=kind))
         return pa.Table.from_arrays(columns, schema=self.schema)
-
-
-def _cell(value: Any, kind: pa.DataType, nullable: bool) -> Any:
-    if value is None:
-        return None if nullable else _zero(kind)
-    if pa.types.is_map(kind):
-        return list(value.items())
-    if isinstance(value, list | dict) and not pa.types.is_list(kind):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return value
 
 
 def load_layouts(client: Client, tables: Iterable[str] = TABLES.values()) -> dict[str, TableLayout]:

@@ -38,6 +38,7 @@ from prefloop.analytics.metrics import (
     RATIO_METRICS,
     ArmSummary,
     ExperimentData,
+    cuped_moments,
     experiment_data,
     known_experiments,
 )
@@ -56,6 +57,7 @@ from prefloop.analytics.stats import (
     srm_check,
     welch_t,
 )
+from prefloop.analytics.stats import cuped as stats_cuped
 from prefloop.errors import PrefloopError
 from prefloop.settings import Settings
 
@@ -72,6 +74,7 @@ __all__ = [
 
 PROMOTE, ROLLBACK, CONTINUE = "PROMOTE", "ROLLBACK", "CONTINUE"
 GUARDRAILS = ("regenerate_rate", "report_rate", "latency_p99")  # higher is worse
+CUPED_METRIC = "implicit_score_cuped"
 SRM_THRESHOLD = 0.001
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR = datetime(2200, 1, 1, tzinfo=UTC)
@@ -229,12 +232,12 @@ def compare_ratio(a: JointMoments, b: JointMoments, level: float) -> Compared:
     return Compared(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
 
 
-def _means(a: Moments, b: Moments, level: float) -> Compared:
+def _means(a: Moments, b: Moments, level: float, unit: str = "sessions") -> Compared:
     try:
         lift: TestResult | None = relative_lift(a, b, level)
     except StatsError:
         lift = None
-    return Compared(a.mean, b.mean, "sessions", welch_t(a, b, level), lift, a.variance)
+    return Compared(a.mean, b.mean, unit, welch_t(a, b, level), lift, a.variance)
 
 
 def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, Compared], list[str]]:
@@ -267,11 +270,16 @@ def analyze(
     end: datetime | None = None,
     split: float | None = None,
     record: bool = True,
+    cuped: bool = False,
 ) -> Verdict:
     """The verdict on ``experiment_id`` from its data in [start, end) (default: all).
 
     ``split`` (percent on B) overrides the split history for the ratio check.
     ``record`` stores this look in ``verdicts`` (the next look's running minimum).
+    ``cuped`` adds ``implicit_score_cuped``: each user's mean implicit score adjusted
+    by their mean before the experiment (Welch's t on the adjusted per-user means; a
+    second view of the primary metric with less variance, reported, not in the
+    decision or the Holm family).
     """
     if not experiment_id:
         raise AnalysisError("no experiment given: name one with --experiment")
@@ -292,7 +300,12 @@ def analyze(
         )
     previous, looks = _previous_p(client, experiment_id)
     fixed = {name: _fixed_p(name, t.difference) for name, t in tested.items()}
-    adjusted = holm(fixed, alpha)
+    adjusted = {name: h.adjusted_p for name, h in holm(fixed, alpha).items()}
+    if cuped:
+        adjusted_by_cuped = _cuped(client, experiment_id, start, end, 1 - alpha, notes)
+        if adjusted_by_cuped is not None:
+            tested[CUPED_METRIC] = adjusted_by_cuped
+            fixed[CUPED_METRIC] = adjusted[CUPED_METRIC] = adjusted_by_cuped.difference.p_value
     sequential = {
         name: sequential_p(t, settings.ab_effect_size, previous.get(name))
         for name, t in tested.items()
@@ -326,7 +339,7 @@ def analyze(
                 lift_low=None if lift is None else lift.ci_low,
                 lift_high=None if lift is None else lift.ci_high,
                 p_value=fixed[name],
-                p_holm=adjusted[name].adjusted_p,
+                p_holm=adjusted[name],
                 p_sequential=sequential[name],
                 significant=significant,
             )
@@ -348,6 +361,26 @@ def analyze(
     if record:
         _record(client, verdict)
     return verdict
+
+
+def _cuped(
+    client: Client,
+    experiment_id: str,
+    start: datetime,
+    end: datetime,
+    level: float,
+    notes: list[str],
+) -> Compared | None:
+    arms = cuped_moments(client, experiment_id, start, end)
+    if set(arms) != {"A", "B"}:
+        notes.append(f"{CUPED_METRIC}: no pre-period scores of these users, so no CUPED")
+        return None
+    try:
+        adjusted = stats_cuped(arms["A"], arms["B"])
+        return _means(adjusted.a, adjusted.b, level, unit="users")
+    except StatsError as exc:
+        notes.append(f"{CUPED_METRIC}: not tested ({exc})")
+        return None
 
 
 def _check_arms(client: Client, experiment_id: str, data: ExperimentData) -> None:

@@ -38,7 +38,8 @@ Prints and writes the medians and the ratio baseline / analyze (target at least
 20x) to bench/RESULTS.md.
 
 Run: ``make bench`` or ``.venv/bin/python bench/run.py analytics``
-(``BENCH_ANALYTICS_EVENTS``, default 10,000,000, and ``BENCH_ROUNDS`` change the sizes).
+(``BENCH_ANALYTICS_EVENTS``, default 10,000,000, ``BENCH_ANALYTICS_RESPONSES_PER_USER``,
+default 5, and ``BENCH_ROUNDS`` change the sizes; each shape of users writes its own section).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from prefloop.testing import isolated_settings
 EVENTS = int(os.environ.get("BENCH_ANALYTICS_EVENTS", "10000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 EXPERIMENT = "bench"
-RESPONSES_PER_USER = 5.0
+RESPONSES_PER_USER = float(os.environ.get("BENCH_ANALYTICS_RESPONSES_PER_USER", "5"))
 CHUNK_ROWS = 1_000_000
 START = datetime(2026, 11, 1, tzinfo=UTC)
 RTOL = 1e-6
@@ -612,7 +613,8 @@ count twice; this data has neither) takes {no_final_med:.2f} s (median; runs
 A shared 2-core machine: chDB runs each query on both cores, so the times move with
 whatever else runs; read the medians and the ratio.
 """
-    write_section("Analytics: ab analyze over 10 M events vs pandas", body)
+    title = f"Analytics: ab analyze over {events / 1e6:.0f} M events of {rows['exposures']:,} users"
+    write_section(f"{title} vs pandas", body)
     print(body)
     log(f"active parts after the runs: {parts_after}")
 

@@ -30,6 +30,11 @@ def _time(value: str | None, name: str) -> datetime | None:
               "(default: the split history the router recorded).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option("--no-record", is_flag=True, help="Do not record this look in `verdicts`.")
+@click.option(
+    "--cuped",
+    is_flag=True,
+    help="Add the implicit score adjusted by each user's pre-experiment score (CUPED).",
+)
 @click.pass_context
 def ab_analyze(
     ctx: click.Context,
@@ -39,6 +44,7 @@ def ab_analyze(
     split: float | None,
     as_json: bool,
     no_record: bool,
+    cuped: bool,
 ) -> None:
     """The verdict on an experiment: per metric both arms, the lift and its interval,
     fixed-horizon and always-valid p-values, the sample ratio check and a decision
@@ -55,6 +61,7 @@ def ab_analyze(
         end=_time(end, "--end"),
         split=split,
         record=not no_record,
+        cuped=cuped,
     )
     if as_json:
         click.echo(json.dumps(verdict.to_json(), indent=2, default=str))

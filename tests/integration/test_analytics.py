@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import scipy.stats as sps
 from clickhouse_connect.driver.client import Client
@@ -362,3 +363,39 @@ def test_the_readme_queries_for_analysts_run(
     experiments = {row[0] for row in result.result_rows}
     if name != "latest-scores":
         assert set(EXPERIMENTS) <= experiments
+
+
+def test_cuped_adjusts_each_users_mean_by_their_pre_period_as_numpy_does(
+    store: tuple[Settings, dict[str, Simulated]],
+) -> None:
+    settings, _ = store
+    client = connect(settings)
+    sim = simulate_experiment(
+        "with-history", 1500, effect=0.1, seed=11, user_prefix="h-", start=START, pre_period_days=14
+    )
+    load(client, sim)
+    verdict = analyze(client, settings, "with-history", cuped=True, record=False)
+    got = verdict.metric("implicit_score_cuped")
+    # numpy: y = each user's mean score in the experiment, x = their mean before it
+    pre = sim.scores.filter(pc.equal(sim.scores.column("experiment_id"), "")).to_pandas()
+    x_by_user = pre.groupby("user_id")["implicit_score"].mean()
+    users = np.unique(sim.user)
+    y = np.array([sim.score[sim.user == u].mean() for u in users])
+    arm = np.array([sim.arm[sim.user == u][0] for u in users])
+    x = x_by_user.loc[[f"h-{u}" for u in users]].to_numpy()
+    theta = np.cov(x, y, ddof=1)[0, 1] / np.var(x, ddof=1)
+    adjusted = y - theta * (x - x.mean())
+    welch = sps.ttest_ind(adjusted[arm == 1], adjusted[arm == 0], equal_var=False)
+    assert got.difference == pytest.approx(
+        adjusted[arm == 1].mean() - adjusted[arm == 0].mean(), rel=RTOL
+    )
+    assert got.p_value == pytest.approx(welch.pvalue, rel=RTOL)
+    plain = sps.ttest_ind(y[arm == 1], y[arm == 0], equal_var=False)
+    assert got.ci_high - got.ci_low < (
+        plain.confidence_interval().high - plain.confidence_interval().low
+    )
+    assert "implicit_score_cuped" not in {
+        m.name for m in analyze(client, settings, "better", record=False).metrics
+    }
+    without = analyze(client, settings, "better", cuped=True, record=False)
+    assert any("no pre-period scores" in note for note in without.notes)

@@ -206,6 +206,13 @@ def assert_exactly(settings: Settings, client: Client, produced: Produced) -> No
     }
     types = client.query("SELECT topic, groupUniqArray(record_type) FROM raw_events GROUP BY topic")
     assert {topic: set(found) for topic, found in types.result_rows} == expected_types
+    # and each decoded into its typed table, once (no FINAL: the views count inserts)
+    kinds = Counter(record_type for _, _, record_type, _ in produced.records.values())
+    assert scalar(client, "SELECT count() FROM interactions") == kinds["interaction"]
+    assert scalar(client, "SELECT count() FROM feedback") == kinds["feedback"]
+    ratings = client.query("SELECT event_id, kind, value FROM feedback ORDER BY event_id LIMIT 3")
+    for event_id, kind, value in ratings.result_rows:
+        assert kind == "RATING" and value == float(int(event_id.split("-")[1]) % 5 + 1)
     for (topic, _, _), (_, value, record_type, event_id) in list(stored.items())[::97]:
         decoded_type, record = decode(value)
         assert decoded_type == record_type
@@ -222,21 +229,34 @@ class Crash(BaseException):
 
 
 class RecordingClient:
-    """A client whose insert_arrow notes the positions of each batch and may be steered."""
+    """A client whose inserts are noted and may be steered.
+
+    ``raw_events`` inserts (one per batch) note the positions of the batch and call
+    ``before``/``after`` with the batch's number; each typed-table insert that follows
+    notes (batch number, table, rows) and calls ``after_typed`` with it.
+    """
 
     def __init__(
         self,
         client: Client,
         before: Callable[[int], None] = lambda call: None,
         after: Callable[[int], None] = lambda call: None,
+        after_typed: Callable[[int, str], None] = lambda call, table: None,
     ) -> None:
         self.client = client
         self.before = before
         self.after = after
+        self.after_typed = after_typed
         self.calls: list[list[Position]] = []
         self.inserted: list[list[Position]] = []
+        self.typed: list[tuple[int, str, int]] = []
 
     def insert_arrow(self, table: str, data: pa.Table, **kwargs: Any) -> Any:
+        if table != "raw_events":
+            result = self.client.insert_arrow(table, data, **kwargs)
+            self.typed.append((len(self.calls) - 1, table, data.num_rows))
+            self.after_typed(len(self.calls) - 1, table)
+            return result
         positions = list(
             zip(
                 data.column("topic").to_pylist(),
@@ -328,18 +348,26 @@ def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
     try:
         client = connect(settings)
 
-        def crash_after_third(call: int) -> None:
-            if call == 2:
+        def crash_after_third(call: int, table: str) -> None:
+            """After the third batch is in raw_events and in every typed table it feeds."""
+            if call != 2:
+                return
+            fed = {
+                "interactions" if "interactions" in t else "feedback" for t, _, _ in first.calls[2]
+            }
+            if {t for c, t, _ in first.typed if c == 2} == fed:
                 raise Crash()
 
-        first = RecordingClient(connect(settings), after=crash_after_third)
+        first = RecordingClient(connect(settings), after_typed=crash_after_third)
         crashed = SinkThread(ClickHouseSink(settings, lambda: first))
         crashed.thread.join(timeout=DEADLINE_S)
         assert not crashed.thread.is_alive(), "the sink never reached its third insert"
         assert isinstance(crashed.error, Crash), crashed.error
         assert [len(batch) for batch in first.inserted] == [250, 250, 250]
-        # the third batch is in the table; only the first two were committed
+        # the third batch is in the tables; only the first two were committed
         assert scalar(client, "SELECT count() FROM raw_events FINAL") == 750
+        typed_rows = "SELECT (SELECT count() FROM interactions) + (SELECT count() FROM feedback)"
+        assert scalar(client, typed_rows) == 750
         assert committed_rows(committed(settings, group)) == 500
 
         after_replay: list[tuple[int, int]] = []  # rows, rows FINAL after the first insert
@@ -370,6 +398,12 @@ def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
         assert {p for p, k in times.items() if k == 2} == set(first.inserted[2])
         assert max(times.values()) == 2
         assert sum(len(batch) for batch in second.inserted) == n - 500
+        # the typed tables feed counting views: there the replayed batch was skipped, by
+        # offset, and every event is in its table once without FINAL
+        assert sum(rows for _, _, rows in second.typed) == n - 750
+        assert scalar(client, typed_rows) == n
+        assert scalar(client, "SELECT uniqExact(interaction_id) FROM interactions") == n // 2
+        assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
         # until a merge collapses them both copies are there; FINAL counts each record once
         (rows_then, final_then) = after_replay[0]
         assert rows_then >= final_then >= 750
