@@ -25,7 +25,6 @@ Per arm:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,10 +129,10 @@ def experiment_data(
 ) -> ExperimentData:
     """The sufficient statistics of ``experiment_id`` over [start, end), per arm.
 
-    Three queries: the arms' summary over ``interactions``, one pass over
+    Four queries: the arms' summary over ``interactions``, one pass over
     ``interactions`` grouped by session and then user (slow requests, sessions, daily
-    activity), one over ``scores`` grouped by user (every ratio metric and
-    Mann–Whitney U).
+    activity), one over ``scores`` grouped by user (every ratio metric), and
+    Mann–Whitney U over the same per-user means.
     """
     params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
     data = ExperimentData(experiment_id)
@@ -202,7 +201,8 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
 
 
 def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
-    """Every ratio metric per arm and Mann–Whitney U, in one pass over the per-user sums."""
+    """Every ratio metric per arm in one pass over the per-user sums; Mann–Whitney U
+    in a second, when both arms have scored users."""
     pairs = sorted(set(RATIO_METRICS.values()))
     per_arm = [
         f"{fn}If({expr}, arm = '{arm}') AS {arm}_{alias}"
@@ -213,13 +213,7 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
     ]
     (row,) = _rows(
         client,
-        f"""
-        SELECT {", ".join(per_arm)},
-               if(countIf(arm = 'A') > 0 AND countIf(arm = 'B') > 0,
-                  mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(arm = 'B')),
-                  (nan, nan)) AS mann_whitney
-        FROM ({_PER_USER_SCORES})
-        """,
+        f"SELECT {', '.join(per_arm)} FROM ({_PER_USER_SCORES})",
         params,
     )
     for arm in ("A", "B"):
@@ -232,8 +226,16 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
         data.score_users[arm] = Moments(
             users, float(mine["mean_score"]), float(mine["mean_score2"])
         )
-    u, p = (float(v) for v in row["mann_whitney"])
-    data.mann_whitney = None if math.isnan(u) else (u, p)
+    if len(data.score_users) == 2:  # mannWhitneyUTest refuses an empty sample
+        (result,) = client.query(
+            f"""
+            SELECT mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(arm = 'B'))
+            FROM ({_PER_USER_SCORES})
+            """,
+            parameters=params,
+        ).result_rows[0]
+        u, p = (result["u_statistic"], result["p_value"]) if isinstance(result, dict) else result
+        data.mann_whitney = (float(u), float(p))
 
 
 def _mean_score_sums() -> list[tuple[str, str]]:
