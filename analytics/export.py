@@ -44,7 +44,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from prefloop.errors import ClickHouseError, PrefloopError
+from prefloop.errors import ClickHouseError, PrefloopError, first_line
 
 __all__ = [
     "ExportError",
@@ -208,12 +208,6 @@ def _line(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _first_line(exc: BaseException) -> str:
-    """The server's own message of a driver error, on one line."""
-    text = str(exc).split("server response:", 1)[-1].strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def export_interactions(
     client: Client,
     start: TimeLike,
@@ -257,7 +251,7 @@ def export_interactions(
                     page = list(client.query(sql, parameters=parameters).named_results())
                 except Exception as exc:
                     raise ClickHouseError(
-                        f"reading interactions from ClickHouse failed ({_first_line(exc)}): "
+                        f"reading interactions from ClickHouse failed ({first_line(exc)}): "
                         "check that the store is up and migrated (`prefloop migrate`)"
                     ) from exc
                 for row in page:

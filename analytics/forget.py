@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from prefloop.errors import ClickHouseError, PrefloopError
+from prefloop.errors import ClickHouseError, PrefloopError, first_line
 
 __all__ = ["FORGET_ORDER", "ForgetError", "ForgetReport", "forget_user", "forgotten_users"]
 
@@ -111,18 +111,12 @@ class ForgetReport:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    """The server's own message of a driver error, on one line."""
-    text = str(exc).split("server response:", 1)[-1].strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _count(client: Client, sql: str, user_id: str, what: str) -> int:
     try:
         return int(client.query(sql, parameters={"user_id": user_id}).result_rows[0][0])
     except Exception as exc:
         raise ClickHouseError(
-            f"counting {what} failed ({_first_line(exc)}): "
+            f"counting {what} failed ({first_line(exc)}): "
             "check that the store is up and migrated (`prefloop migrate`)"
         ) from exc
 
@@ -159,7 +153,7 @@ def forget_user(client: Client, user_id: str) -> ForgetReport:
             )
         except Exception as exc:
             raise ClickHouseError(
-                f"deleting user {user_id!r} from {table} failed ({_first_line(exc)}): "
+                f"deleting user {user_id!r} from {table} failed ({first_line(exc)}): "
                 "run `prefloop forget` again once ClickHouse accepts the delete"
             ) from exc
     report = ForgetReport(user_id, conversations, deleted)
@@ -169,7 +163,7 @@ def forget_user(client: Client, user_id: str) -> ForgetReport:
         )
     except Exception as exc:
         raise ClickHouseError(
-            f"recording user {user_id!r} in forgotten_users failed ({_first_line(exc)}): "
+            f"recording user {user_id!r} in forgotten_users failed ({first_line(exc)}): "
             "their rows are deleted; run `prefloop forget` again to record them"
         ) from exc
     return report
@@ -181,7 +175,7 @@ def forgotten_users(client: Client) -> set[str]:
         result = client.query("SELECT DISTINCT user_id FROM forgotten_users")
     except Exception as exc:
         raise ClickHouseError(
-            f"reading forgotten_users failed ({_first_line(exc)}): "
+            f"reading forgotten_users failed ({first_line(exc)}): "
             "check that the store is up and migrated (`prefloop migrate`)"
         ) from exc
     return {str(row[0]) for row in result.result_rows}

@@ -57,3 +57,9 @@ class ClickHouseError(PrefloopError):
 
 class StoreOwnedError(ClickHouseError):
     """The embedded chDB store is held by another process."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message on one line; for a ClickHouse driver error, the server's own."""
+    text = str(exc).split("server response:", 1)[-1].strip()
+    return text.splitlines()[0] if text else type(exc).__name__

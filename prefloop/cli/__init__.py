@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from prefloop.errors import PrefloopError
+from prefloop.errors import PrefloopError, first_line
 from prefloop.settings import Settings, describe_settings, load_settings
 
 # a pipe or a log gets tables 120 columns wide; a terminal its own width
@@ -150,7 +150,7 @@ def sql(ctx: click.Context, query: str, params: tuple[str, ...], fmt: str) -> No
     try:
         out = client.raw_query(query, parameters=bound or None, fmt=fmt)
     except Exception as exc:  # the server's own message is the useful part
-        raise PrefloopError(f"ClickHouse refused the query: {_first_line(exc)}") from exc
+        raise PrefloopError(f"ClickHouse refused the query: {first_line(exc)}") from exc
     sys.stdout.write(out.decode(errors="replace"))
 
 
@@ -290,14 +290,6 @@ def demo(ctx: click.Context) -> None:
 from prefloop.cli import analytics as _analytics  # noqa: E402,F401  (registers its commands)
 from prefloop.cli import serving as _serving  # noqa: E402,F401  (registers its commands)
 from prefloop.cli import verdict as _verdict  # noqa: E402,F401  (registers its commands)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    marker = "server response:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
