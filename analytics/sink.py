@@ -64,6 +64,8 @@ _SCHEMA = pa.schema(
 )
 _RECORD_TYPES = {sv.header: sv.record_type for sv in bundled_catalog()}
 _MAX_BACKOFF_S = 30.0
+_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+_RECORD_OF = {table: record_type for record_type, table in TABLES.items()}
 _BULK_FETCH = {  # a sink reads in bulk: fewer, larger fetches than librdkafka's defaults
     "fetch.max.bytes": str(64 << 20),
     "max.partition.fetch.bytes": str(16 << 20),
@@ -130,7 +132,8 @@ class ClickHouseSink:
         self.rows_inserted = 0
         self.batches = 0
         self.typed_rows = 0
-        self.undecodable = 0
+        self.undecodable = 0  # no typed table for it: not decodable, or on another topic
+        self.unfit = 0  # decoded, but a value out of its column's range
 
     def run(self, stop: threading.Event) -> None:
         """Consume, insert and commit until ``stop`` is set; start over after an error
@@ -241,12 +244,38 @@ class _BatchWriter:
             fresh = [i for i, (p, o) in enumerate(sources) if self.watermarks.is_new(table, p, o)]
             if not fresh:
                 continue
-            rows = self.layouts[table].rows(
-                [records[i] for i in fresh], [sources[i] for i in fresh]
-            )
-            self.client.insert_arrow(table, rows)
+            rows = self._rows(table, [records[i] for i in fresh], [sources[i] for i in fresh])
+            if rows.num_rows:
+                self.client.insert_arrow(table, rows)
             self.watermarks.advance(table, (sources[i] for i in fresh))
             self.sink.typed_rows += rows.num_rows
+
+    def _rows(
+        self, table: str, records: list[dict[str, Any]], sources: list[tuple[int, int]]
+    ) -> pa.Table:
+        """The typed rows of ``records``; a record its table cannot hold (a value out of
+        its column's range: a negative count into UInt32, say) is left out, logged and
+        counted: it stays in ``raw_events``, and the sink goes on."""
+        layout = self.layouts[table]
+        try:
+            return layout.rows(records, sources)
+        except _UNFIT:
+            pass
+        fitting = []
+        for record, source in zip(records, sources, strict=True):
+            try:
+                fitting.append(layout.rows([record], [source]))
+            except _UNFIT as exc:
+                self.sink.unfit += 1
+                log.warning(
+                    "sink: %s partition %d offset %d does not fit table %s (%s): kept in "
+                    "raw_events only",
+                    self.sink.settings.topics.for_record(_RECORD_OF[table]),
+                    *source,
+                    table,
+                    exc,
+                )
+        return pa.concat_tables(fitting) if fitting else layout.rows([], [])
 
     def _decode(self) -> dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]]:
         topics = self.sink.settings.topics

@@ -6,7 +6,9 @@ Arm A is the current version, arm B the candidate. Every metric is tested twice:
   the delta method for ratio metrics, Welch's t for session duration, one-sided
   for guardrails, Holm-adjusted over the whole family;
 - sequentially (valid at every look): the mixture SPRT's always-valid p-value, the
-  running minimum over every look recorded in ``verdicts``.
+  running minimum over the looks recorded in ``verdicts`` since the experiment was
+  (last) started, kept per direction of the estimate: a look where B was higher is
+  no evidence that B is lower.
 
 The decision reads only the sequential p-values, since the automatic loop looks
 every minute:
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from scipy.stats import chi2, norm
 
 from prefloop.analytics.metrics import (
@@ -58,7 +61,7 @@ from prefloop.analytics.stats import (
     welch_t,
 )
 from prefloop.analytics.stats import cuped as stats_cuped
-from prefloop.errors import PrefloopError
+from prefloop.errors import ClickHouseError, PrefloopError, first_line
 from prefloop.settings import Settings
 
 __all__ = [
@@ -103,8 +106,14 @@ class MetricResult:
     lift_high: float | None
     p_value: float  # fixed horizon (one-sided for guardrails: B worse)
     p_holm: float
-    p_sequential: float  # always valid
-    significant: bool  # sequentially, at alpha (Holm over the guardrails for those)
+    p_sequential: float  # always valid: the smaller of the two below
+    p_higher: float  # always valid, over the looks where B − A > 0 (running minimum)
+    p_lower: float  # the same where B − A < 0
+    direction: int  # +1 B significantly higher, -1 lower, 0 neither (Holm for guardrails)
+
+    @property
+    def significant(self) -> bool:
+        return self.direction != 0
 
 
 @dataclass
@@ -196,14 +205,39 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
     return SrmResult(statistic, df, p, SRM_THRESHOLD, flagged, observed, expected, reason), ""
 
 
-def _previous_p(client: Client, experiment_id: str) -> tuple[dict[str, float], int]:
-    """The running minimum of each metric's sequential p-value, and the looks so far."""
-    result = client.query(
-        "SELECT metric, min(p_sequential), uniqExact(ts) FROM verdicts "
-        "WHERE experiment_id = {experiment:String} GROUP BY metric",
+Directions = tuple[float | None, float | None]  # running minimum with B − A > 0, and < 0
+
+
+def _run_start(client: Client, experiment_id: str) -> datetime | None:
+    """When the experiment id was last started (AB_STARTED), if the router recorded it:
+    a run restarted under the same id does not inherit the earlier run's data or looks."""
+    (started,) = client.query(
+        "SELECT maxOrNull(ts) FROM model_events FINAL "
+        "WHERE experiment_id = {experiment:String} AND kind = 'AB_STARTED'",
         parameters={"experiment": experiment_id},
+    ).result_rows[0]
+    return None if started is None else started.replace(tzinfo=started.tzinfo or UTC)
+
+
+def _previous_p(
+    client: Client, experiment_id: str, since: datetime
+) -> tuple[dict[str, Directions], int]:
+    """Each metric's running minimum of the sequential p-value in each direction of the
+    estimate (evidence that B is higher is not evidence that it is lower) over the looks
+    since ``since``, and the number of those looks."""
+    result = client.query(
+        "SELECT metric, minIfOrNull(p_sequential, estimate > 0), "
+        "minIfOrNull(p_sequential, estimate < 0), uniqExact(ts) FROM verdicts "
+        "WHERE experiment_id = {experiment:String} AND ts >= {since:DateTime64(3)} "
+        "GROUP BY metric",
+        parameters={"experiment": experiment_id, "since": since},
     ).result_rows
-    return {str(m): float(p) for m, p, _ in result}, max((int(n) for *_, n in result), default=0)
+    previous = {str(m): (_or_none(up), _or_none(down)) for m, up, down, _ in result}
+    return previous, max((int(n) for *_, n in result), default=0)
+
+
+def _or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 # -- the tests -------------------------------------------------------------------------
@@ -269,21 +303,44 @@ def analyze(
     start: datetime | None = None,
     end: datetime | None = None,
     split: float | None = None,
-    record: bool = True,
+    record: bool = False,
     cuped: bool = False,
 ) -> Verdict:
     """The verdict on ``experiment_id`` from its data in [start, end) (default: all).
 
     ``split`` (percent on B) overrides the split history for the ratio check.
-    ``record`` stores this look in ``verdicts`` (the next look's running minimum).
+    ``record`` stores this look in ``verdicts``, where the next looks read their running
+    minimum: the automatic loop records its looks over all the data; a look at a
+    window or against an overridden split should not count, and a look while the
+    sample ratio check fails is not recorded.
     ``cuped`` adds ``implicit_score_cuped``: each user's mean implicit score adjusted
     by their mean before the experiment (Welch's t on the adjusted per-user means; a
     second view of the primary metric with less variance, reported, not in the
     decision or the Holm family).
     """
+    try:
+        return _analyze(client, settings, experiment_id, start, end, split, record, cuped)
+    except DriverError as exc:
+        raise ClickHouseError(
+            f"ClickHouse refused a query of the verdict ({first_line(exc)}): check that the "
+            "store is up and migrated (`prefloop migrate`)"
+        ) from exc
+
+
+def _analyze(
+    client: Client,
+    settings: Settings,
+    experiment_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    split: float | None,
+    record: bool,
+    cuped: bool,
+) -> Verdict:
     if not experiment_id:
         raise AnalysisError("no experiment given: name one with --experiment")
-    start, end = start or _EPOCH, end or _FAR
+    begun = _run_start(client, experiment_id)
+    start, end = start or begun or _EPOCH, end or _FAR
     if end <= start:
         raise AnalysisError(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
@@ -298,7 +355,7 @@ def analyze(
             f"cannot be tested yet ({'; '.join(notes) or 'no scored responses in an arm'}): "
             "wait for the stream worker to score more responses"
         )
-    previous, looks = _previous_p(client, experiment_id)
+    previous, looks = _previous_p(client, experiment_id, begun or _EPOCH)
     fixed = {name: _fixed_p(name, t.difference) for name, t in tested.items()}
     adjusted = {name: h.adjusted_p for name, h in holm(fixed, alpha).items()}
     if cuped:
@@ -306,11 +363,11 @@ def analyze(
         if adjusted_by_cuped is not None:
             tested[CUPED_METRIC] = adjusted_by_cuped
             fixed[CUPED_METRIC] = adjusted[CUPED_METRIC] = adjusted_by_cuped.difference.p_value
-    sequential = {
-        name: sequential_p(t, settings.ab_effect_size, previous.get(name))
+    directions = {
+        name: _running(t, settings.ab_effect_size, previous.get(name, (None, None)))
         for name, t in tested.items()
     }
-    guard = {name: sequential[name] for name in GUARDRAILS if name in tested}
+    guard = {name: directions[name][0] for name in GUARDRAILS if name in tested}  # B higher
     guard_holm = holm(guard, alpha) if guard else {}
     metrics = []
     for name, t in tested.items():
@@ -321,7 +378,11 @@ def analyze(
             if name in GUARDRAILS
             else "secondary"
         )
-        significant = guard_holm[name].reject if name in guard_holm else sequential[name] < alpha
+        up, down = directions[name]
+        if name in guard_holm:
+            direction = 1 if guard_holm[name].reject else 0
+        else:
+            direction = (up < alpha) - (down < alpha)  # both: contradictory looks, no call
         d, lift = t.difference, t.lift
         metrics.append(
             MetricResult(
@@ -340,12 +401,15 @@ def analyze(
                 lift_high=None if lift is None else lift.ci_high,
                 p_value=fixed[name],
                 p_holm=adjusted[name],
-                p_sequential=sequential[name],
-                significant=significant,
+                p_sequential=min(up, down),
+                p_higher=up,
+                p_lower=down,
+                direction=direction,
             )
         )
     srm, srm_note = _srm(client, experiment_id, split)
     decision, reason = _decide(settings, data, metrics, srm)
+    record = record and not (srm is not None and srm.flagged)
     verdict = Verdict(
         experiment_id=experiment_id,
         decision=decision,
@@ -422,6 +486,17 @@ def sequential_p(t: Compared, effect: float, previous: float | None) -> float:
     return p if previous is None else min(previous, p)
 
 
+def _running(t: Compared, effect: float, previous: Directions) -> tuple[float, float]:
+    """(p with B higher, p with B lower): this look updates the direction of its estimate."""
+    up, down = previous
+    estimate = t.difference.estimate
+    if estimate > 0:
+        up = sequential_p(t, effect, up)
+    elif estimate < 0:
+        down = sequential_p(t, effect, down)
+    return (1.0 if up is None else up), (1.0 if down is None else down)
+
+
 def _decide(
     settings: Settings, data: ExperimentData, metrics: list[MetricResult], srm: SrmResult | None
 ) -> tuple[str, str]:
@@ -432,18 +507,18 @@ def _decide(
         return CONTINUE, (
             f"each arm needs {settings.ab_min_users} users (A has {users['A']}, B has {users['B']})"
         )
-    worse = [m for m in metrics if m.role == "guardrail" and m.significant and m.difference > 0]
+    worse = [m for m in metrics if m.role == "guardrail" and m.direction > 0]
     if worse:
         named = ", ".join(f"{m.name} ({m.value_a:.4g} -> {m.value_b:.4g})" for m in worse)
         return ROLLBACK, f"guardrail significantly worse: {named}"
     primary = next(m for m in metrics if m.role == "primary")
     p = f"always-valid p={primary.p_sequential:.3g}"
-    if primary.significant and primary.difference > 0:
+    if primary.direction > 0:
         return (
             PROMOTE,
             f"{primary.name} better ({primary.value_a:.4g} -> {primary.value_b:.4g}, {p})",
         )
-    if primary.significant and primary.difference < 0:
+    if primary.direction < 0:
         return (
             ROLLBACK,
             f"{primary.name} worse ({primary.value_a:.4g} -> {primary.value_b:.4g}, {p})",
@@ -461,7 +536,7 @@ def _record(client: Client, verdict: Verdict) -> None:
             m.name,
             m.difference,
             m.p_value,
-            m.p_sequential,
+            m.p_higher if m.difference > 0 else m.p_lower,
             users_a,
             users_b,
             verdict.decision,

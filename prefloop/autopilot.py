@@ -5,7 +5,9 @@ runs with both arms live, it computes the verdict (which records the look, so th
 sequential p-values stay valid at every look) and on PROMOTE or ROLLBACK moves the
 split in one change, which the router records as a PROMOTED or ROLLED_BACK
 ModelEvent. CONTINUE, an experiment without enough data, or no router: it waits for
-the next look. ``prefloop up`` runs it (``prefloop ab watch``) when ``ab_auto`` is on.
+the next look. It acts only if the experiment is still the one it analysed, unchanged
+(someone may have moved the split meanwhile): otherwise it leaves it to the next look.
+``prefloop up`` runs it (``prefloop ab watch``) when ``ab_auto`` is on.
 """
 
 from __future__ import annotations
@@ -47,15 +49,15 @@ def look_once(settings: Settings) -> Look:
         note = f"experiment {experiment.experiment_id} is decided (split {experiment.split:g} %)"
         return Look(experiment.experiment_id, None, None, note)
     try:
-        verdict = analyze(connect(settings), settings, experiment.experiment_id)
+        verdict = analyze(connect(settings), settings, experiment.experiment_id, record=True)
     except (AnalysisError, StatsError) as exc:
         return Look(experiment.experiment_id, None, None, str(exc))
     acted = None
     if verdict.decision == PROMOTE:
-        control.promote(settings, experiment.b, reason=verdict.reason)
+        control.promote(settings, experiment.b, reason=verdict.reason, expected=experiment)
         acted = "PROMOTED"
     elif verdict.decision == ROLLBACK:
-        control.rollback(settings, reason=verdict.reason)
+        control.rollback(settings, reason=verdict.reason, expected=experiment)
         acted = "ROLLED_BACK"
     return Look(experiment.experiment_id, verdict, acted, verdict.reason)
 

@@ -181,12 +181,15 @@ def set_split(settings: Settings, split: float) -> Split:
     return _change(settings, changed, "SPLIT_CHANGED", changed.b, detail)
 
 
-def promote(settings: Settings, version: str, reason: str = "") -> Split:
+def promote(
+    settings: Settings, version: str, reason: str = "", expected: Split | None = None
+) -> Split:
     """All users to ``version``, one of the running experiment's arms, in one change.
 
-    ``reason`` (the verdict's, when the automatic loop acts) goes into the event.
+    ``reason`` (the verdict's, when the automatic loop acts) goes into the event;
+    ``expected`` (the experiment the verdict was about) must still be what runs.
     """
-    experiment = _experiment(settings)
+    experiment = _experiment(settings, expected)
     if version not in (experiment.a, experiment.b):
         raise ServingError(
             f"{version!r} is not an arm of experiment {experiment.experiment_id!r} "
@@ -197,9 +200,10 @@ def promote(settings: Settings, version: str, reason: str = "") -> Split:
     return _change(settings, changed, "PROMOTED", version, detail)
 
 
-def rollback(settings: Settings, reason: str = "") -> Split:
-    """All users back to arm A, the current version, in one change."""
-    experiment = _experiment(settings)
+def rollback(settings: Settings, reason: str = "", expected: Split | None = None) -> Split:
+    """All users back to arm A, the current version, in one change (``reason`` and
+    ``expected`` as for ``promote``)."""
+    experiment = _experiment(settings, expected)
     detail = f"split {experiment.split:g} % -> 0 %: all users on {experiment.a}"
     detail += f": {reason}" if reason else ""
     return _change(settings, experiment.with_split(0.0), "ROLLED_BACK", experiment.b, detail)
@@ -234,7 +238,8 @@ def _http_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _experiment(settings: Settings) -> Split:
+def _experiment(settings: Settings, expected: Split | None = None) -> Split:
+    """The running experiment; with ``expected``, only if it is still that one, unchanged."""
     routing = current_routing(settings)
     if routing is None:
         raise ServingError("the router is not running: start it with `prefloop serve`")
@@ -242,6 +247,11 @@ def _experiment(settings: Settings) -> Split:
         raise ServingError(
             f"the router serves {routing.version} alone, with no experiment: start one with "
             "`prefloop ab start --a V1 --b V2 --split 10`"
+        )
+    if expected is not None and routing.experiment != expected:
+        raise ServingError(
+            f"the experiment changed while it was analysed (now {routing.experiment}, "
+            f"analysed {expected}): nothing done; the next look sees the change"
         )
     return routing.experiment
 

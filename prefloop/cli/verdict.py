@@ -13,6 +13,7 @@ from rich.table import Table
 
 from prefloop.cli import _settings, console
 from prefloop.cli.serving import ab
+from prefloop.errors import PrefloopError, first_line
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -29,7 +30,12 @@ def _time(value: str | None, name: str) -> datetime | None:
               default=None, help="Percent on B to check the exposures against "
               "(default: the split history the router recorded).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-@click.option("--no-record", is_flag=True, help="Do not record this look in `verdicts`.")
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Record this look in `verdicts`, as the automatic loop does: later looks then read "
+    "its always-valid p-values (for looks over all the data).",
+)
 @click.option(
     "--cuped",
     is_flag=True,
@@ -43,7 +49,7 @@ def ab_analyze(
     end: str | None,
     split: float | None,
     as_json: bool,
-    no_record: bool,
+    record: bool,
     cuped: bool,
 ) -> None:
     """The verdict on an experiment: per metric both arms, the lift and its interval,
@@ -60,7 +66,7 @@ def ab_analyze(
         start=_time(start, "--start"),
         end=_time(end, "--end"),
         split=split,
-        record=not no_record,
+        record=record,
         cuped=cuped,
     )
     if as_json:
@@ -83,6 +89,17 @@ def _interval(low: float | None, high: float | None, percent: bool = False) -> s
         return f"{v:+.1%}" if percent else f"{v:+.3g}"
 
     return f"[{show(low)}, {show(high)}]"
+
+
+def _called(metric: object) -> str:
+    from prefloop.analytics.verdict import MetricResult
+
+    assert isinstance(metric, MetricResult)
+    if metric.direction == 0:
+        return ""
+    if metric.role == "guardrail":
+        return "[bold]B worse[/bold]"
+    return "[bold]B higher[/bold]" if metric.direction > 0 else "[bold]B lower[/bold]"
 
 
 def print_verdict(verdict: object) -> None:
@@ -132,7 +149,7 @@ def print_verdict(verdict: object) -> None:
             _p(m.p_value),
             _p(m.p_holm),
             _p(m.p_sequential),
-            "[bold]significant[/bold]" if m.significant else "",
+            _called(m),
         )
     console.print(metrics)
     console.print(f"sample ratio: {verdict.srm.reason if verdict.srm else verdict.srm_note}")
@@ -144,7 +161,7 @@ def print_verdict(verdict: object) -> None:
     colour = {"PROMOTE": "green", "ROLLBACK": "red"}.get(verdict.decision, "yellow")
     console.print(
         f"[bold {colour}]{verdict.decision}[/bold {colour}]: {verdict.reason} "
-        f"(look {verdict.looks})"
+        f"({verdict.looks} look(s) recorded)"
     )
 
 
@@ -158,7 +175,12 @@ def ab_watch(ctx: click.Context, once: bool) -> None:
 
     settings = _settings(ctx)
     if once:
-        look = look_once(settings)
+        try:
+            look = look_once(settings)
+        except PrefloopError:
+            raise
+        except Exception as exc:  # Ray or Serve away: one sentence, not a traceback
+            raise PrefloopError(f"the look failed: {first_line(exc)}") from exc
         console.print(f"watch: {look.acted or 'no action'}: {look.note}")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

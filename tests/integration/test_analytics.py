@@ -249,7 +249,7 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
                     fixed_hit.add(experiment)
                 if p < alpha:
                     sequential_hit.add(experiment)
-            detected.append(analyze(client, settings, "effect", end=end, split=50.0))
+            detected.append(analyze(client, settings, "effect", end=end, split=50.0, record=True))
     finally:
         process.stop()
     fixed_rate = len(fixed_hit) / experiments
@@ -263,8 +263,9 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
     assert fixed_rate > alpha + slack  # peeking at a fixed-horizon test inflates it
     assert detected[-1].decision == "PROMOTE", detected[-1].reason
     assert detected[-1].looks == looks  # every look recorded; its p is the running minimum
-    running = [v.metric("implicit_score").p_sequential for v in detected]
+    running = [v.metric("implicit_score").p_higher for v in detected]
     assert running == sorted(running, reverse=True)
+    assert detected[-1].metric("implicit_score").direction == 1
 
 
 def primary_sums(client: Client, end: datetime) -> dict[str, dict[str, JointMoments]]:
@@ -325,7 +326,7 @@ def test_ab_analyze_prints_the_verdict_table_and_json(
     store: tuple[Settings, dict[str, Simulated]],
 ) -> None:
     settings, _ = store
-    table = run_cli(settings, "ab", "analyze", "--experiment", "better", "--no-record")
+    table = run_cli(settings, "ab", "analyze", "--experiment", "better")
     assert table.returncode == 0, table.stderr
     for expected in (
         "implicit_score *",
@@ -335,7 +336,7 @@ def test_ab_analyze_prints_the_verdict_table_and_json(
         "sample ratio",
     ):
         assert expected in table.stdout
-    as_json = run_cli(settings, "ab", "analyze", "--experiment", "better", "--json")
+    as_json = run_cli(settings, "ab", "analyze", "--experiment", "better", "--json", "--record")
     assert as_json.returncode == 0, as_json.stderr
     verdict: dict[str, Any] = json.loads(as_json.stdout)
     assert verdict["decision"] == "PROMOTE"
