@@ -14,8 +14,8 @@ Per arm:
   regenerate and report rates, from ``scores``;
 - the share of requests slower than arm A's p99 latency, clustered by user, from
   ``interactions`` (a test of the p99 that needs no raw rows);
-- session duration (span from a session's first to its last response), one value
-  per session, for Welch's t;
+- session duration (span from a session's first to its last response), a ratio of
+  seconds to sessions per user, clustered by user like the others;
 - descriptive: users, responses, latency p50/p95/p99, daily active users, tokens
   per second, the model version;
 - the per-user mean of the implicit score, for Mann–Whitney U (ClickHouse's
@@ -104,7 +104,6 @@ class ExperimentData:
     experiment_id: str
     arms: dict[str, ArmSummary] = field(default_factory=dict)
     ratios: dict[str, dict[str, JointMoments]] = field(default_factory=dict)
-    sessions: dict[str, Moments] = field(default_factory=dict)
     score_users: dict[str, Moments] = field(default_factory=dict)
     mann_whitney: tuple[float, float] | None = None  # U of arm A, two-sided p
     latency_threshold_ms: float | None = None
@@ -170,11 +169,10 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         f"""
         SELECT arm, count() AS users, sum(user_days) AS user_days,
                {_joint_sql("slow", "requests")},
-               sum(sessions) AS n_sessions, sum(span) AS span_sum, sum(span2) AS span_sum2
+               {_joint_sql("span", "sessions")}
         FROM (SELECT arm, user_id, sum(s_requests) AS requests, sum(s_slow) AS slow,
                      countIf(session_id != '') AS sessions,
                      sumIf(s_span, session_id != '') AS span,
-                     sumIf(s_span * s_span, session_id != '') AS span2,
                      length(arrayDistinct(arrayFlatten(groupArray(s_days)))) AS user_days
               FROM (SELECT arm, user_id, session_id, count() AS s_requests,
                            countIf(latency_ms > {{threshold:Float64}}) AS s_slow,
@@ -195,9 +193,7 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         )
         if data.latency_threshold_ms is not None:
             data.ratios.setdefault("latency_p99", {})[arm] = _joint(row, users, "slow", "requests")
-        data.sessions[arm] = Moments(
-            int(row["n_sessions"]), float(row["span_sum"]), float(row["span_sum2"])
-        )
+        data.ratios.setdefault("session_seconds", {})[arm] = _joint(row, users, "span", "sessions")
 
 
 def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:

@@ -3,7 +3,8 @@
 Arm A is the current version, arm B the candidate. Every metric is tested twice:
 
 - fixed-horizon (valid if looked at once, at a planned sample size): the z test of
-  the delta method for ratio metrics, Welch's t for session duration, one-sided
+  the delta method for ratio metrics (session duration too: seconds per session,
+  clustered by user), Welch's t for CUPED's per-user means, one-sided
   for guardrails, Holm-adjusted over the whole family;
 - sequentially (valid at every look): the mixture SPRT's always-valid p-value, the
   running minimum over the looks recorded in ``verdicts`` since the experiment was
@@ -93,7 +94,7 @@ class MetricResult:
 
     name: str
     role: str  # primary, guardrail or secondary
-    unit: str  # what n counts: users or sessions
+    unit: str  # what n counts: users
     n_a: int
     n_b: int
     value_a: float
@@ -266,7 +267,7 @@ def compare_ratio(a: JointMoments, b: JointMoments, level: float) -> Compared:
     return Compared(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
 
 
-def _means(a: Moments, b: Moments, level: float, unit: str = "sessions") -> Compared:
+def _means(a: Moments, b: Moments, level: float, unit: str = "users") -> Compared:
     try:
         lift: TestResult | None = relative_lift(a, b, level)
     except StatsError:
@@ -277,18 +278,13 @@ def _means(a: Moments, b: Moments, level: float, unit: str = "sessions") -> Comp
 def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, Compared], list[str]]:
     tested: dict[str, Compared] = {}
     notes = []
-    for name in (*RATIO_METRICS, "latency_p99"):
+    for name in (*RATIO_METRICS, "latency_p99", "session_seconds"):
         arms = data.ratios.get(name, {})
         if {"A", "B"} <= set(arms):
             try:
                 tested[name] = compare_ratio(arms["A"], arms["B"], level)
             except StatsError as exc:
                 notes.append(f"{name}: not tested ({exc})")
-    if {"A", "B"} <= set(data.sessions):
-        try:
-            tested["session_seconds"] = _means(data.sessions["A"], data.sessions["B"], level)
-        except StatsError as exc:
-            notes.append(f"session_seconds: not tested ({exc})")
     return tested, notes
 
 
@@ -441,7 +437,7 @@ def _cuped(
         return None
     try:
         adjusted = stats_cuped(arms["A"], arms["B"])
-        return _means(adjusted.a, adjusted.b, level, unit="users")
+        return _means(adjusted.a, adjusted.b, level)
     except StatsError as exc:
         notes.append(f"{CUPED_METRIC}: not tested ({exc})")
         return None

@@ -71,7 +71,6 @@ from prefloop.analytics.stats import (
     TestResult,
     ratio_delta,
     srm_check,
-    welch_t,
 )
 from prefloop.analytics.verdict import SRM_THRESHOLD, Verdict, analyze, split_history
 from prefloop.clickhouse.client import embedded_client
@@ -306,8 +305,13 @@ def _pandas_interactions(df: pd.DataFrame, data: ExperimentData) -> None:
         .agg(["min", "max"])
     )
     seconds = (spans["max"] - spans["min"]) / pd.Timedelta(milliseconds=1) / 1000
-    for arm, values in seconds.groupby(level="arm"):
-        data.sessions[str(arm)] = _moments(values)
+    per_user_sessions = seconds.groupby(level=["arm", "user_id"], observed=True).agg(
+        ["sum", "size"]
+    )
+    for arm, group in per_user_sessions.groupby(level="arm"):
+        data.ratios.setdefault("session_seconds", {})[str(arm)] = _joint(
+            group["sum"], group["size"]
+        )
 
 
 def _pandas_scores(df: pd.DataFrame, data: ExperimentData) -> None:
@@ -369,11 +373,10 @@ def _pandas_srm(client: Any, df: pd.DataFrame) -> SrmResult | None:
 
 def _pandas_tests(data: ExperimentData, level: float) -> dict[str, TestResult]:
     tests = {}
-    for name in (*RATIO_METRICS, "latency_p99"):
+    for name in (*RATIO_METRICS, "latency_p99", "session_seconds"):
         arms = data.ratios[name]
         with contextlib.suppress(StatsError):  # as analyze: a metric it cannot test is left out
             tests[name] = ratio_delta(arms["A"], arms["B"], level)
-    tests["session_seconds"] = welch_t(data.sessions["A"], data.sessions["B"], level)
     return tests
 
 

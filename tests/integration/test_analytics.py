@@ -126,15 +126,24 @@ def test_each_statistic_matches_numpy_and_scipy_on_the_same_rows(
             assert got.p_value == pytest.approx(sps.norm.sf(expected.statistic), rel=RTOL)
         else:
             assert got.p_value == pytest.approx(expected.p_value, rel=RTOL), name
-    # sessions: Welch's t on each session's span, as scipy computes it
-    spans = {0: [], 1: []}
+    # sessions: seconds per session clustered by user, each session's span from the rows
+    spans: dict[int, dict[int, list[float]]] = {0: {}, 1: {}}
     for session in np.unique(sim.session):
         rows = sim.session == session
-        spans[int(sim.arm[rows][0])].append((sim.ts_ms[rows].max() - sim.ts_ms[rows].min()) / 1000)
-    welch = sps.ttest_ind(spans[1], spans[0], equal_var=False)
+        arm, user = int(sim.arm[rows][0]), int(sim.user[rows][0])
+        spans[arm].setdefault(user, []).append(
+            (sim.ts_ms[rows].max() - sim.ts_ms[rows].min()) / 1000
+        )
+    per_arm = [
+        JointMoments.of(
+            [sum(v) for v in spans[arm].values()], [len(v) for v in spans[arm].values()]
+        )
+        for arm in (0, 1)
+    ]
+    expected = ratio_delta(per_arm[0], per_arm[1], 0.95)
     sessions = verdict.metric("session_seconds")
-    assert sessions.p_value == pytest.approx(welch.pvalue, rel=RTOL)
-    assert sessions.difference == pytest.approx(np.mean(spans[1]) - np.mean(spans[0]), rel=RTOL)
+    assert sessions.p_value == pytest.approx(expected.p_value, rel=RTOL)
+    assert sessions.difference == pytest.approx(expected.estimate, rel=RTOL)
     # Mann-Whitney U on each user's mean score: ClickHouse's mannWhitneyUTest against scipy
     means = {}
     for arm in (0, 1):
