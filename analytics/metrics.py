@@ -152,6 +152,7 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
         """,
         params,
     )
+    days = {row["arm"]: float(row["days"]) for row in arms}
     for row in arms:
         p50, p95, p99 = (float(v) for v in row["latency"])
         data.arms[row["arm"]] = ArmSummary(
@@ -159,7 +160,7 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
             users=0,  # counted per user below
             responses=int(row["responses"]),
             latency_ms=(p50, p95, p99),
-            daily_active_users=float(row["days"]),  # user-days / days, below
+            daily_active_users=0.0,  # user-days / days, below
             tokens_per_second=float(row["tokens_per_second"]),
         )
     threshold = data.arms["A"].latency_ms[2] if "A" in data.arms else 0.0
@@ -187,9 +188,8 @@ def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) 
     ):
         arm, users = row["arm"], int(row["users"])
         summary = data.arms[arm]
-        days = summary.daily_active_users
         data.arms[arm] = dataclasses.replace(
-            summary, users=users, daily_active_users=float(row["user_days"]) / max(days, 1.0)
+            summary, users=users, daily_active_users=float(row["user_days"]) / max(days[arm], 1.0)
         )
         if data.latency_threshold_ms is not None:
             data.ratios.setdefault("latency_p99", {})[arm] = _joint(row, users, "slow", "requests")

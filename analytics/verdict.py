@@ -37,6 +37,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from scipy.stats import chi2, norm
+from scipy.stats import t as student_t
 
 from prefloop.analytics.metrics import (
     RATIO_METRICS,
@@ -469,8 +470,6 @@ def _fixed_p(name: str, difference: TestResult) -> float:
         return difference.p_value
     if difference.df == math.inf:
         return float(norm.sf(difference.statistic))
-    from scipy.stats import t as student_t
-
     return float(student_t.sf(difference.statistic, difference.df))
 
 
