@@ -12,14 +12,20 @@ Per arm:
 - ratio metrics per response, clustered by user (numerator, denominator per user):
   mean implicit score, mean rating (over rated responses), continue, copy,
   regenerate and report rates, from ``scores``;
-- the share of requests slower than arm A's p99 latency, clustered by user, from
-  ``interactions`` (a test of the p99 that needs no raw rows);
+- the share of requests slower than a latency threshold (arm A's p99, fixed at the
+  experiment's first recorded look), clustered by user, from ``interactions`` (a test
+  of the p99 that needs no raw rows);
 - session duration (span from a session's first to its last response), a ratio of
   seconds to sessions per user, clustered by user like the others;
 - descriptive: users, responses, latency p50/p95/p99, daily active users, tokens
   per second, the model version;
 - the per-user mean of the implicit score, for Mann–Whitney U (ClickHouse's
   ``mannWhitneyUTest``) and, with its pre-period covariate, CUPED.
+
+A user with data in both arms (a change of split moved them from one arm to the
+other) is left out of every metric and counted in ``ExperimentData.moved_users``:
+their responses are neither a clean A nor a clean B. Each query groups by user alone
+and keeps the users whose rows all carry one arm, so leaving them out costs no join.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ RATIO_METRICS = {
 _WINDOW = "ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
 _IN_EXPERIMENT = f"experiment_id = {{experiment:String}} AND arm IN ('A', 'B') AND {_WINDOW}"
 _PER_USER_SCORES = f"""
-SELECT arm, user_id,
+SELECT user_id, any(arm) AS user_arm,
        count() AS responses,
        sum(implicit_score) AS score_sum,
        count(rating) AS rated,
@@ -64,7 +70,7 @@ SELECT arm, user_id,
        countIf(signals_regenerated) AS n_regenerated,
        countIf(signals_reported) AS n_reported
 FROM scores FINAL WHERE {_IN_EXPERIMENT}
-GROUP BY arm, user_id
+GROUP BY user_id HAVING min(arm) = max(arm)
 """
 
 
@@ -107,6 +113,7 @@ class ExperimentData:
     score_users: dict[str, Moments] = field(default_factory=dict)
     mann_whitney: tuple[float, float] | None = None  # U of arm A, two-sided p
     latency_threshold_ms: float | None = None
+    moved_users: int = 0  # with data in both arms: left out
 
 
 def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,74 +131,86 @@ def known_experiments(client: Client) -> list[str]:
 
 
 def experiment_data(
-    client: Client, experiment_id: str, start: datetime, end: datetime
+    client: Client,
+    experiment_id: str,
+    start: datetime,
+    end: datetime,
+    latency_threshold_ms: float | None = None,
 ) -> ExperimentData:
     """The sufficient statistics of ``experiment_id`` over [start, end), per arm.
 
     Four queries: the arms' summary over ``interactions``, one pass over
-    ``interactions`` grouped by session and then user (slow requests, sessions, daily
-    activity), one over ``scores`` grouped by user (every ratio metric), and
-    Mann–Whitney U over the same per-user means.
+    ``interactions`` grouped by session and then user (slow requests, sessions), one
+    over ``scores`` grouped by user (every ratio metric), and Mann–Whitney U over the
+    same per-user means. The latency guardrail counts requests slower than
+    ``latency_threshold_ms`` (default: arm A's p99 in this data).
     """
     params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
     data = ExperimentData(experiment_id)
-    _interactions(client, params, data)
+    _interactions(client, params, data, latency_threshold_ms)
     _scores(client, params, data)
     return data
 
 
-def _interactions(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
+def _interactions(
+    client: Client,
+    params: dict[str, Any],
+    data: ExperimentData,
+    latency_threshold_ms: float | None,
+) -> None:
     arms = _rows(
         client,
         f"""
-        SELECT arm, any(toString(model_version)) AS model_version, count() AS responses,
+        SELECT arm, any(toString(model_version)) AS model_version,
                quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
                sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
-               uniqExact(toDate(ts)) AS days
+               uniqExact(toDate(ts)) AS days, uniqExact(user_id, toDate(ts)) AS user_days
         FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm ORDER BY arm
         """,
         params,
     )
-    days = {row["arm"]: float(row["days"]) for row in arms}
     for row in arms:
         p50, p95, p99 = (float(v) for v in row["latency"])
         data.arms[row["arm"]] = ArmSummary(
             model_version=row["model_version"],
-            users=0,  # counted per user below
-            responses=int(row["responses"]),
+            users=0,  # the users analysed and their responses: per user, below
+            responses=0,
             latency_ms=(p50, p95, p99),
-            daily_active_users=0.0,  # user-days / days, below
+            daily_active_users=float(row["user_days"]) / max(float(row["days"]), 1.0),
             tokens_per_second=float(row["tokens_per_second"]),
         )
-    threshold = data.arms["A"].latency_ms[2] if "A" in data.arms else 0.0
-    data.latency_threshold_ms = threshold if "A" in data.arms else None
+    if latency_threshold_ms is None and "A" in data.arms:
+        latency_threshold_ms = data.arms["A"].latency_ms[2]
+    data.latency_threshold_ms = latency_threshold_ms
     for row in _rows(
         client,
         f"""
-        SELECT arm, count() AS users, sum(user_days) AS user_days,
+        SELECT user_arm, count() AS users, sum(requests) AS responses,
                {_joint_sql("slow", "requests")},
                {_joint_sql("span", "sessions")}
-        FROM (SELECT arm, user_id, sum(s_requests) AS requests, sum(s_slow) AS slow,
+        FROM (SELECT user_id, if(min(arm_low) = max(arm_high), any(arm_low), '') AS user_arm,
+                     sum(s_requests) AS requests, sum(s_slow) AS slow,
                      countIf(session_id != '') AS sessions,
-                     sumIf(s_span, session_id != '') AS span,
-                     length(arrayDistinct(arrayFlatten(groupArray(s_days)))) AS user_days
-              FROM (SELECT arm, user_id, session_id, count() AS s_requests,
+                     sumIf(s_span, session_id != '') AS span
+              FROM (SELECT user_id, session_id, min(arm) AS arm_low, max(arm) AS arm_high,
+                           count() AS s_requests,
                            countIf(latency_ms > {{threshold:Float64}}) AS s_slow,
-                           dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span,
-                           groupUniqArray(toDate(ts)) AS s_days
+                           dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span
                     FROM interactions FINAL WHERE {_IN_EXPERIMENT}
-                    GROUP BY arm, user_id, session_id)
-              GROUP BY arm, user_id)
-        GROUP BY arm
+                    GROUP BY user_id, session_id)
+              GROUP BY user_id)
+        GROUP BY user_arm
         """,
-        {**params, "threshold": threshold},
+        {**params, "threshold": latency_threshold_ms or 0.0},
     ):
-        arm, users = row["arm"], int(row["users"])
-        summary = data.arms[arm]
+        arm, users = row["user_arm"], int(row["users"])
+        if arm not in data.arms:  # '': users with rows in both arms
+            data.moved_users = users
+            continue
         data.arms[arm] = dataclasses.replace(
-            summary, users=users, daily_active_users=float(row["user_days"]) / max(days[arm], 1.0)
+            data.arms[arm], users=users, responses=int(row["responses"])
         )
-        if data.latency_threshold_ms is not None:
+        if latency_threshold_ms is not None:
             data.ratios.setdefault("latency_p99", {})[arm] = _joint(row, users, "slow", "requests")
         data.ratios.setdefault("session_seconds", {})[arm] = _joint(row, users, "span", "sessions")
 
@@ -201,7 +220,7 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
     in a second, when both arms have scored users."""
     pairs = sorted(set(RATIO_METRICS.values()))
     per_arm = [
-        f"{fn}If({expr}, arm = '{arm}') AS {arm}_{alias}"
+        f"{fn}If({expr}, user_arm = '{arm}') AS {arm}_{alias}"
         for arm in ("A", "B")
         for fn, expr, alias in [("count", "1", "users")]
         + [("sum", expr, alias) for expr, alias in _mean_score_sums()]
@@ -225,7 +244,7 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
     if len(data.score_users) == 2:  # mannWhitneyUTest refuses an empty sample
         (result,) = client.query(
             f"""
-            SELECT mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(arm = 'B'))
+            SELECT mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(user_arm = 'B'))
             FROM ({_PER_USER_SCORES})
             """,
             parameters=params,
@@ -276,10 +295,11 @@ def cuped_moments(
         WITH (SELECT sum(pre_mean * pre_n) / sum(pre_n) FROM ({pre})) AS overall
         SELECT arm, count() AS users, {_joint_sql("x", "y")}, overall,
                countIf(known) AS with_history
-        FROM (SELECT e.arm AS arm, e.user_mean AS y, p.pre_n > 0 AS known,
+        FROM (SELECT e.user_arm AS arm, e.user_mean AS y, p.pre_n > 0 AS known,
                      if(known, p.pre_mean, overall) AS x
-              FROM (SELECT arm, user_id, avg(implicit_score) AS user_mean
-                    FROM scores FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm, user_id) AS e
+              FROM (SELECT user_id, any(arm) AS user_arm, avg(implicit_score) AS user_mean
+                    FROM scores FINAL WHERE {_IN_EXPERIMENT}
+                    GROUP BY user_id HAVING min(arm) = max(arm)) AS e
               LEFT JOIN ({pre}) AS p ON e.user_id = p.user_id)
         GROUP BY arm
         """,

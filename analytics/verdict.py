@@ -24,14 +24,17 @@ every minute:
 
 The sequential test's mixture prior is tuned for an effect of ``ab_effect_size``
 standard deviations of the metric per user (τ = effect × the per-user standard
-deviation in arm A).
+deviation in arm A). A look is recorded only once each arm has ``ab_min_users``
+users, and the first recorded look fixes what the later ones must not change: each
+metric's τ² (one mixture for the whole experiment, as the always-valid guarantee
+assumes) and the latency threshold of the p99 guardrail (arm A's p99 then).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -73,6 +76,7 @@ __all__ = [
     "Verdict",
     "analyze",
     "compare_ratio",
+    "prior_tau2",
     "sequential_p",
     "split_history",
 ]
@@ -81,6 +85,10 @@ PROMOTE, ROLLBACK, CONTINUE = "PROMOTE", "ROLLBACK", "CONTINUE"
 GUARDRAILS = ("regenerate_rate", "report_rate", "latency_p99")  # higher is worse
 CUPED_METRIC = "implicit_score_cuped"
 SRM_THRESHOLD = 0.001
+# Users first exposed this soon after a change of split are left out of the sample
+# ratio check: the router's replicas take a change within about a second of each
+# other, and a user assigned meanwhile by the old split is not a mismatch.
+SRM_GRACE = timedelta(seconds=60)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR = datetime(2200, 1, 1, tzinfo=UTC)
 
@@ -129,6 +137,8 @@ class Verdict:
     srm_note: str
     mann_whitney: tuple[float, float] | None
     looks: int
+    latency_threshold_ms: float | None = None  # the p99 guardrail's: slower than this
+    moved_users: int = 0  # with data in both arms, left out of every metric
     notes: list[str] = field(default_factory=list)
 
     def metric(self, name: str) -> MetricResult:
@@ -173,18 +183,29 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
     bounds = [ts for ts, _ in history]
     rows = client.query(
         """
-        SELECT arrayCount(b -> b <= first_seen, {bounds:Array(DateTime64(3))}) AS period,
+        SELECT if(arrayExists(b -> first_seen >= b
+                                   AND first_seen < addMilliseconds(b, {grace_ms:Int64}),
+                              arrayPopFront({bounds:Array(DateTime64(3))})),
+                  -1, toInt64(arrayCount(b -> b <= first_seen, {bounds:Array(DateTime64(3))})))
+                   AS period,
                first_arm, count() AS users
         FROM (SELECT user_id, argMin(arm, first_ts) AS first_arm, min(first_ts) AS first_seen
               FROM first_exposures FINAL WHERE experiment_id = {experiment:String}
               GROUP BY user_id)
         GROUP BY period, first_arm
         """,
-        parameters={"experiment": experiment_id, "bounds": bounds},
+        parameters={
+            "experiment": experiment_id,
+            "bounds": bounds,
+            "grace_ms": SRM_GRACE // timedelta(milliseconds=1),
+        },
     ).result_rows
     periods: dict[int, dict[str, int]] = {}
+    in_grace = 0
     for period, arm, users in rows:
-        if period > 0 and arm in ("A", "B"):
+        if period == -1:
+            in_grace += int(users)
+        elif period > 0 and arm in ("A", "B"):
             periods.setdefault(int(period), {"A": 0, "B": 0})[arm] = int(users)
     checks = []
     for period, counts in sorted(periods.items()):
@@ -204,6 +225,11 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
         f"{what}: chi-square {statistic:.4g} on {df} df over {len(checks)} split period(s), "
         f"p={p:.3g}"
     )
+    if in_grace:
+        reason += (
+            f" ({in_grace} user(s) first seen within {SRM_GRACE.total_seconds():g} s of a "
+            "change of split left out)"
+        )
     return SrmResult(statistic, df, p, SRM_THRESHOLD, flagged, observed, expected, reason), ""
 
 
@@ -221,21 +247,35 @@ def _run_start(client: Client, experiment_id: str) -> datetime | None:
     return None if started is None else started.replace(tzinfo=started.tzinfo or UTC)
 
 
-def _previous_p(
-    client: Client, experiment_id: str, since: datetime
-) -> tuple[dict[str, Directions], int]:
+@dataclass(frozen=True)
+class History:
+    """What the looks recorded since the experiment's start leave to the next one."""
+
+    running: dict[str, Directions]  # per metric: the running minimum in each direction
+    tau2: dict[str, float]  # per metric: the mixture's τ², fixed at its first recorded look
+    threshold_ms: float | None  # the latency threshold, fixed at the first recorded look
+    looks: int
+
+
+def _history(client: Client, experiment_id: str, since: datetime) -> History:
     """Each metric's running minimum of the sequential p-value in each direction of the
     estimate (evidence that B is higher is not evidence that it is lower) over the looks
-    since ``since``, and the number of those looks."""
+    since ``since``, what the first of them fixed, and the number of looks."""
     result = client.query(
         "SELECT metric, minIfOrNull(p_sequential, estimate > 0), "
-        "minIfOrNull(p_sequential, estimate < 0), uniqExact(ts) FROM verdicts "
+        "minIfOrNull(p_sequential, estimate < 0), uniqExact(ts), "
+        "argMinIf(tau2, ts, tau2 > 0), argMinIf(threshold, ts, threshold IS NOT NULL) "
+        "FROM verdicts "
         "WHERE experiment_id = {experiment:String} AND ts >= {since:DateTime64(3)} "
         "GROUP BY metric",
         parameters={"experiment": experiment_id, "since": since},
     ).result_rows
-    previous = {str(m): (_or_none(up), _or_none(down)) for m, up, down, _ in result}
-    return previous, max((int(n) for *_, n in result), default=0)
+    return History(
+        running={str(m): (_or_none(up), _or_none(down)) for m, up, down, *_ in result},
+        tau2={str(row[0]): float(row[4]) for row in result if row[4]},
+        threshold_ms=next((float(row[5]) for row in result if row[5] is not None), None),
+        looks=max((int(row[3]) for row in result), default=0),
+    )
 
 
 def _or_none(value: Any) -> float | None:
@@ -308,8 +348,8 @@ def analyze(
     ``split`` (percent on B) overrides the split history for the ratio check.
     ``record`` stores this look in ``verdicts``, where the next looks read their running
     minimum: the automatic loop records its looks over all the data; a look at a
-    window or against an overridden split should not count, and a look while the
-    sample ratio check fails is not recorded.
+    window or against an overridden split should not count. A look is recorded only
+    once each arm has ``ab_min_users`` users and the sample ratio check passes.
     ``cuped`` adds ``implicit_score_cuped``: each user's mean implicit score adjusted
     by their mean before the experiment (Welch's t on the adjusted per-user means; a
     second view of the primary metric with less variance, reported, not in the
@@ -342,7 +382,8 @@ def _analyze(
         raise AnalysisError(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
         )
-    data = experiment_data(client, experiment_id, start, end)
+    history = _history(client, experiment_id, begun or _EPOCH)
+    data = experiment_data(client, experiment_id, start, end, history.threshold_ms)
     _check_arms(client, experiment_id, data)
     alpha = settings.ab_alpha
     tested, notes = _test_all(data, 1 - alpha)
@@ -352,7 +393,6 @@ def _analyze(
             f"cannot be tested yet ({'; '.join(notes) or 'no scored responses in an arm'}): "
             "wait for the stream worker to score more responses"
         )
-    previous, looks = _previous_p(client, experiment_id, begun or _EPOCH)
     fixed = {name: _fixed_p(name, t.difference) for name, t in tested.items()}
     adjusted = {name: h.adjusted_p for name, h in holm(fixed, alpha).items()}
     if cuped:
@@ -360,8 +400,12 @@ def _analyze(
         if adjusted_by_cuped is not None:
             tested[CUPED_METRIC] = adjusted_by_cuped
             fixed[CUPED_METRIC] = adjusted[CUPED_METRIC] = adjusted_by_cuped.difference.p_value
+    tau2 = {
+        name: history.tau2.get(name) or prior_tau2(t, settings.ab_effect_size)
+        for name, t in tested.items()
+    }
     directions = {
-        name: _running(t, settings.ab_effect_size, previous.get(name, (None, None)))
+        name: _running(t, tau2[name], history.running.get(name, (None, None)))
         for name, t in tested.items()
     }
     guard = {name: directions[name][0] for name in GUARDRAILS if name in tested}  # B higher
@@ -406,7 +450,13 @@ def _analyze(
         )
     srm, srm_note = _srm(client, experiment_id, split)
     decision, reason = _decide(settings, data, metrics, srm)
-    record = record and not (srm is not None and srm.flagged)
+    enough = min(data.arms[arm].users for arm in ("A", "B")) >= settings.ab_min_users
+    record = record and enough and not (srm is not None and srm.flagged)
+    if data.moved_users:
+        notes.append(
+            f"{data.moved_users} user(s) with data in both arms (a change of split moved "
+            "them) are left out of every metric"
+        )
     verdict = Verdict(
         experiment_id=experiment_id,
         decision=decision,
@@ -416,11 +466,13 @@ def _analyze(
         srm=srm,
         srm_note=srm_note,
         mann_whitney=data.mann_whitney,
-        looks=looks + 1 if record else looks,
+        looks=history.looks + 1 if record else history.looks,
+        latency_threshold_ms=data.latency_threshold_ms,
+        moved_users=data.moved_users,
         notes=notes,
     )
     if record:
-        _record(client, verdict)
+        _record(client, verdict, tau2)
     return verdict
 
 
@@ -473,22 +525,26 @@ def _fixed_p(name: str, difference: TestResult) -> float:
     return float(student_t.sf(difference.statistic, difference.df))
 
 
-def sequential_p(t: Compared, effect: float, previous: float | None) -> float:
+def prior_tau2(t: Compared, effect: float) -> float:
+    """The mixture's variance for an effect of ``effect`` per-user standard deviations of
+    arm A: what the first recorded look fixes for the experiment."""
+    return effect**2 * max(t.variance_a_per_unit, 1e-12)
+
+
+def sequential_p(t: Compared, tau2: float, previous: float | None) -> float:
     """The always-valid p-value after this look: the mSPRT's, or the earlier looks' minimum."""
-    variance = t.difference.se**2
-    tau2 = effect**2 * max(t.variance_a_per_unit, 1e-12)
-    p = msprt_from_estimate(t.difference.estimate, variance, tau2).p_value
+    p = msprt_from_estimate(t.difference.estimate, t.difference.se**2, tau2).p_value
     return p if previous is None else min(previous, p)
 
 
-def _running(t: Compared, effect: float, previous: Directions) -> tuple[float, float]:
+def _running(t: Compared, tau2: float, previous: Directions) -> tuple[float, float]:
     """(p with B higher, p with B lower): this look updates the direction of its estimate."""
     up, down = previous
     estimate = t.difference.estimate
     if estimate > 0:
-        up = sequential_p(t, effect, up)
+        up = sequential_p(t, tau2, up)
     elif estimate < 0:
-        down = sequential_p(t, effect, down)
+        down = sequential_p(t, tau2, down)
     return (1.0 if up is None else up), (1.0 if down is None else down)
 
 
@@ -521,7 +577,7 @@ def _decide(
     return CONTINUE, f"{primary.name} not significant yet ({p})"
 
 
-def _record(client: Client, verdict: Verdict) -> None:
+def _record(client: Client, verdict: Verdict, tau2: dict[str, float]) -> None:
     now = datetime.now(UTC)
     users_a, users_b = verdict.arms["A"].users, verdict.arms["B"].users
     rows = [
@@ -536,6 +592,8 @@ def _record(client: Client, verdict: Verdict) -> None:
             users_b,
             verdict.decision,
             verdict.reason,
+            tau2[m.name],
+            verdict.latency_threshold_ms if m.name == "latency_p99" else None,
         ]
         for m in verdict.metrics
     ]
@@ -553,5 +611,7 @@ def _record(client: Client, verdict: Verdict) -> None:
             "users_b",
             "decision",
             "reason",
+            "tau2",
+            "threshold",
         ],
     )

@@ -152,6 +152,12 @@ def print_verdict(verdict: object) -> None:
             _called(m),
         )
     console.print(metrics)
+    if verdict.latency_threshold_ms is not None:
+        fixed = "at the first recorded look" if verdict.looks else "in this data"
+        console.print(
+            f"latency_p99: the share of requests slower than "
+            f"{verdict.latency_threshold_ms:,.0f} ms (arm A's p99 {fixed})"
+        )
     console.print(f"sample ratio: {verdict.srm.reason if verdict.srm else verdict.srm_note}")
     if verdict.mann_whitney is not None:
         u, p = verdict.mann_whitney

@@ -24,8 +24,14 @@ import scipy.stats as sps
 from clickhouse_connect.driver.client import Client
 
 from prefloop.analytics.simulate import Simulated, simulate_experiment
-from prefloop.analytics.stats import JointMoments, ratio_delta
-from prefloop.analytics.verdict import AnalysisError, analyze, compare_ratio, sequential_p
+from prefloop.analytics.stats import JointMoments, msprt_from_estimate, ratio_delta
+from prefloop.analytics.verdict import (
+    AnalysisError,
+    analyze,
+    compare_ratio,
+    prior_tau2,
+    sequential_p,
+)
 from prefloop.clickhouse.client import connect
 from prefloop.settings import Settings, child_environment
 from prefloop.testing import isolated_settings, start_store
@@ -219,6 +225,166 @@ def test_a_late_revision_and_a_duplicate_count_once_at_their_latest(
     assert got == pytest.approx(was + shift, rel=RTOL)
 
 
+def test_users_moved_between_arms_are_left_out_of_every_metric(
+    store: tuple[Settings, dict[str, Simulated]],
+) -> None:
+    settings, _ = store
+    client = connect(settings)
+    sim = simulate_experiment("ramped", 600, seed=11, user_prefix="mv-", start=START)
+    load(client, sim)
+    # a ramp moves ten of arm A's users to B: each answers once more, on arm B, later
+    moved = np.unique(sim.user[sim.arm == 0])[:10]
+    rows = sim.interactions.filter(pa.array(np.isin(sim.user, moved) & (sim.arm == 0)))
+    first = rows.to_pylist()
+    later = {}
+    for row in first:
+        later.setdefault(row["user_id"], row)
+    extra = [
+        {
+            **row,
+            "interaction_id": f"moved-{n}",
+            "response_id": f"moved-{n}",
+            "arm": "B",
+            "model_version": "v2",
+            "ts": row["ts"] + timedelta(days=8),
+        }
+        for n, row in enumerate(later.values())
+    ]
+    client.insert_arrow("interactions", pa.Table.from_pylist(extra, rows.schema))
+    score_rows = sim.scores.filter(pa.compute.is_in(sim.scores["response_id"], rows["response_id"]))
+    by_user = {r["user_id"]: r for r in score_rows.to_pylist()}
+    scores = [
+        {
+            **by_user[e["user_id"]],
+            "response_id": e["response_id"],
+            "interaction_id": e["interaction_id"],
+            "arm": "B",
+            "ts": e["ts"],
+        }
+        for e in extra
+    ]
+    client.insert_arrow("scores", pa.Table.from_pylist(scores, sim.scores.schema))
+
+    verdict = analyze(client, settings, "ramped", record=False)
+    assert verdict.moved_users == 10
+    assert any("10 user(s) with data in both arms" in note for note in verdict.notes)
+    kept = ~np.isin(sim.user, moved)
+    assert verdict.arms["A"].users == len(np.unique(sim.user[kept & (sim.arm == 0)]))
+    assert verdict.arms["A"].responses == int((kept & (sim.arm == 0)).sum())
+    assert verdict.arms["B"].users == len(np.unique(sim.user[sim.arm == 1]))
+    for name, values in (("implicit_score", sim.score), ("copy_rate", sim.copied * 1.0)):
+        arms = {}
+        for arm in (0, 1):
+            mask = kept & (sim.arm == arm)
+            index = np.unique(sim.user[mask], return_inverse=True)[1]
+            arms[arm] = JointMoments.of(
+                np.bincount(index, values[mask]), np.bincount(index).astype(float)
+            )
+        expected = ratio_delta(arms[0], arms[1], 0.95)
+        got = verdict.metric(name)
+        assert (got.n_a, got.n_b) == (arms[0].n, arms[1].n)
+        assert got.difference == pytest.approx(expected.estimate, rel=RTOL)
+        assert got.p_value == pytest.approx(expected.p_value, rel=RTOL)
+
+
+def test_the_first_recorded_look_fixes_the_prior_and_the_latency_threshold(
+    store: tuple[Settings, dict[str, Simulated]],
+) -> None:
+    settings, _ = store
+    client = connect(settings)
+    sim = simulate_experiment("frozen", 600, seed=12, user_prefix="fz-", start=START)
+    load(client, sim)
+    record_split(client, "frozen", 50.0, START - timedelta(hours=1))
+    first = analyze(client, settings, "frozen", record=True)
+    assert first.looks == 1 and first.latency_threshold_ms is not None
+    # then arm A slows down and its scores spread: a fresh look would pick another
+    # threshold and another prior, the experiment keeps the first look's
+    slow = sim.interactions.filter(pa.array(sim.arm == 0)).slice(0, 200).to_pylist()
+    slower = [
+        {**row, "interaction_id": f"slow-{n}", "latency_ms": 100_000} for n, row in enumerate(slow)
+    ]
+    client.insert_arrow("interactions", pa.Table.from_pylist(slower, sim.interactions.schema))
+    spread = sim.scores.filter(pa.array(sim.arm == 0)).slice(0, 300).to_pylist()
+    wide = [
+        {**row, "response_id": f"wide-{n}", "implicit_score": 50.0 * (-1) ** n}
+        for n, row in enumerate(spread)
+    ]
+    client.insert_arrow("scores", pa.Table.from_pylist(wide, sim.scores.schema))
+    second = analyze(client, settings, "frozen", record=True)
+    assert second.looks == 2
+    assert second.arms["A"].latency_ms[2] > 10 * first.latency_threshold_ms
+    assert second.latency_threshold_ms == first.latency_threshold_ms
+    recorded = client.query(
+        "SELECT metric, groupArray(tau2), groupArray(threshold) FROM "
+        "(SELECT * FROM verdicts WHERE experiment_id = 'frozen' ORDER BY ts) GROUP BY metric"
+    ).result_rows
+    assert len(recorded) >= 8
+    for metric, priors, thresholds in recorded:
+        assert len(priors) == 2 and priors[0] > 0 and priors[1] == priors[0], metric
+        if metric == "latency_p99":
+            assert thresholds == [first.latency_threshold_ms] * 2
+    # the second look's p is the mixture's with the first look's prior (or the minimum)
+    score = second.metric("implicit_score")
+    z = sps.norm.ppf(0.975)
+    se = (score.ci_high - score.ci_low) / (2 * z)
+    prior = dict((m, t[0]) for m, t, _ in recorded)["implicit_score"]
+    fresh = msprt_from_estimate(score.difference, se**2, prior).p_value
+    before = first.metric("implicit_score")
+    earlier = before.p_higher if score.difference > 0 else before.p_lower
+    now = score.p_higher if score.difference > 0 else score.p_lower
+    assert now == pytest.approx(min(fresh, earlier), rel=1e-6)
+
+
+def test_users_assigned_right_after_a_change_of_split_do_not_flag_the_ratio(
+    store: tuple[Settings, dict[str, Simulated]],
+) -> None:
+    settings, _ = store
+    client = connect(settings)
+    sim = simulate_experiment("ramp-grace", 200, seed=13, user_prefix="rg-", start=START)
+    client.insert_arrow("interactions", sim.interactions)
+    client.insert_arrow("scores", sim.scores)
+    ramp = START + timedelta(days=3)
+    record_split(client, "ramp-grace", 50.0, START - timedelta(hours=1))
+    record_split(client, "ramp-grace", 80.0, ramp)
+    exposures = []
+
+    def expose(users: int, share_b: float, at: datetime, spread_s: float, tag: str) -> None:
+        for n in range(users):
+            exposures.append(
+                {
+                    "exposure_id": f"{tag}{n}",
+                    "ts": at + timedelta(seconds=spread_s * n / users),
+                    "experiment_id": "ramp-grace",
+                    "user_id": f"{tag}{n}",
+                    "arm": "B" if n < users * share_b else "A",
+                    "model_version": "v2",
+                }
+            )
+
+    expose(2000, 0.5, START, 86_400, "before-")
+    expose(600, 0.5, ramp, 30, "lagging-")  # a replica still on the old split for 30 s
+    expose(2000, 0.8, ramp + timedelta(minutes=2), 86_400, "after-")
+    client.insert_arrow("exposures", pa.Table.from_pylist(exposures, sim.exposures.schema))
+    verdict = analyze(client, settings, "ramp-grace", record=False)
+    assert verdict.srm is not None and not verdict.srm.flagged, verdict.srm.reason
+    assert verdict.srm.observed == {"A": 1000 + 400, "B": 1000 + 1600}
+    assert "600 user(s) first seen within 60 s of a change of split left out" in verdict.srm.reason
+    # the same lagging users ten minutes after the change are a real mismatch
+    late = [
+        {
+            **e,
+            "exposure_id": f"late-{e['user_id']}",
+            "user_id": f"late-{e['user_id']}",
+            "ts": e["ts"] + timedelta(minutes=10),
+        }
+        for e in exposures
+        if e["user_id"].startswith("lagging-")
+    ]
+    client.insert_arrow("exposures", pa.Table.from_pylist(late, sim.exposures.schema))
+    flagged = analyze(client, settings, "ramp-grace", record=False)
+    assert flagged.srm is not None and flagged.srm.flagged
+
+
 def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -245,6 +411,7 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
         )
         load(client, effect)
         previous: dict[str, float | None] = {f"aa{e}": None for e in range(experiments)}
+        tau2: dict[str, float] = {}  # fixed at each experiment's first look, as analyze does
         fixed_hit: set[str] = set()
         sequential_hit: set[str] = set()
         detected = []
@@ -252,7 +419,8 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
             end = START + timedelta(days=day)
             for experiment, arms in primary_sums(client, end).items():
                 compared = compare_ratio(arms["A"], arms["B"], 1 - alpha)
-                p = sequential_p(compared, settings.ab_effect_size, previous[experiment])
+                prior = tau2.setdefault(experiment, prior_tau2(compared, settings.ab_effect_size))
+                p = sequential_p(compared, prior, previous[experiment])
                 previous[experiment] = p
                 if compared.difference.p_value < alpha:
                     fixed_hit.add(experiment)
@@ -271,8 +439,10 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
     assert sequential_rate <= alpha + slack
     assert fixed_rate > alpha + slack  # peeking at a fixed-horizon test inflates it
     assert detected[-1].decision == "PROMOTE", detected[-1].reason
-    assert detected[-1].looks == looks  # every look recorded; its p is the running minimum
-    running = [v.metric("implicit_score").p_higher for v in detected]
+    # every look with ab_min_users per arm recorded; its p is the running minimum
+    enough = [v for v in detected if min(a.users for a in v.arms.values()) >= 20]
+    assert 0 < len(enough) < looks and detected[-1].looks == len(enough)
+    running = [v.metric("implicit_score").p_higher for v in enough]
     assert running == sorted(running, reverse=True)
     assert detected[-1].metric("implicit_score").direction == 1
 
