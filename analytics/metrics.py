@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
 from prefloop.analytics.stats import JointMoments, Moments
 
@@ -216,8 +217,11 @@ def _interactions(
 
 
 def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
-    """Every ratio metric per arm in one pass over the per-user sums; Mann–Whitney U
-    in a second, when both arms have scored users."""
+    """Every ratio metric per arm and Mann–Whitney U in one pass over the per-user sums.
+
+    ``mannWhitneyUTest`` refuses an empty sample: when an arm has no scored user yet,
+    the pass runs again without it (and any other refusal is raised).
+    """
     pairs = sorted(set(RATIO_METRICS.values()))
     per_arm = [
         f"{fn}If({expr}, user_arm = '{arm}') AS {arm}_{alias}"
@@ -226,11 +230,19 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
         + [("sum", expr, alias) for expr, alias in _mean_score_sums()]
         + [("sum", e, a) for x, y in pairs for e, a in _joint_terms(x, y)]
     ]
-    (row,) = _rows(
-        client,
-        f"SELECT {', '.join(per_arm)} FROM ({_PER_USER_SCORES})",
-        params,
+    mann_whitney = (
+        "mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(user_arm = 'B')) AS mwu"
     )
+    try:
+        (row,) = _rows(
+            client,
+            f"SELECT {', '.join(per_arm)}, {mann_whitney} FROM ({_PER_USER_SCORES})",
+            params,
+        )
+    except DriverError:
+        (row,) = _rows(client, f"SELECT {', '.join(per_arm)} FROM ({_PER_USER_SCORES})", params)
+        if row["A_users"] and row["B_users"]:
+            raise  # not the empty sample: a real failure
     for arm in ("A", "B"):
         users = int(row[f"{arm}_users"])
         if users == 0:
@@ -241,14 +253,8 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
         data.score_users[arm] = Moments(
             users, float(mine["mean_score"]), float(mine["mean_score2"])
         )
-    if len(data.score_users) == 2:  # mannWhitneyUTest refuses an empty sample
-        (result,) = client.query(
-            f"""
-            SELECT mannWhitneyUTest('two-sided')(score_sum / responses, toUInt8(user_arm = 'B'))
-            FROM ({_PER_USER_SCORES})
-            """,
-            parameters=params,
-        ).result_rows[0]
+    if "mwu" in row:
+        result = row["mwu"]
         u, p = (result["u_statistic"], result["p_value"]) if isinstance(result, dict) else result
         data.mann_whitney = (float(u), float(p))
 

@@ -187,15 +187,11 @@ def query_name(sql: str) -> str:
     tables = re.findall(r"FROM (\w+)( FINAL)?", text)
     table = next((t + f for t, f in tables if t not in ("system",)), "?")
     if "mannWhitneyUTest" in text:
-        what = "Mann-Whitney U on per-user mean scores"
+        what = "per user: six ratio metrics, then per arm, and Mann-Whitney U"
     elif "quantilesTDigest" in text:
-        what = "per arm: users, responses, t-digest latency quantiles, tokens/s"
-    elif "dau" in text:
-        what = "daily active users"
+        what = "per arm: t-digest latency quantiles, tokens/s, daily active users"
     elif "countIf(latency_ms" in text:
-        what = "per user: requests slower than A's p99, then per arm"
-    elif "session_id != ''" in text:
-        what = "per session: span, then per arm"
+        what = "per session, then per user: requests slower than A's p99, sessions"
     elif "score_sum" in text:
         what = "per user: six ratio metrics, then per arm"
     elif "first_exposures" in text:

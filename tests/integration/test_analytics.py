@@ -483,6 +483,14 @@ def test_bad_input_gets_one_clear_sentence(store: tuple[Settings, dict[str, Simu
     load(client, one_arm)
     with pytest.raises(AnalysisError, match=r"arm B of experiment 'only-a' has no interactions"):
         analyze(client, settings, "only-a")
+    unscored = simulate_experiment("unscored-b", 200, seed=6, user_prefix="ub-", start=START)
+    client.insert_arrow("interactions", unscored.interactions)
+    client.insert_arrow("scores", unscored.scores.filter(pc.equal(unscored.scores["arm"], "A")))
+    with pytest.raises(
+        AnalysisError,
+        match=r"primary metric implicit_score of experiment unscored-b cannot be tested yet",
+    ):
+        analyze(client, settings, "unscored-b")
     assert (
         client.query("SELECT count() FROM interactions WHERE experiment_id = 'better'").result_rows[
             0
