@@ -159,7 +159,7 @@ _RETRIABLE = {
 }
 
 
-def _watermarks(client: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+def watermarks(client: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
     """Low and high watermarks, retried while a new or moved leader settles in."""
     deadline = time.monotonic() + timeout
     while True:
@@ -192,7 +192,7 @@ def topic_message_counts(
                 continue
             total = 0
             for partition in topic.partitions:
-                low, high = _watermarks(client, TopicPartition(name, partition), timeout)
+                low, high = watermarks(client, TopicPartition(name, partition), timeout)
                 total += high - low
             counts[name] = total
         return counts

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     ab_verdict_interval_s: float = Field(
         60.0, gt=0, description="seconds between two verdicts of the automatic loop"
     )
+    ab_max_sink_lag_s: float = Field(
+        120.0,
+        gt=0,
+        description="seconds the ClickHouse sink may be behind: while the oldest event it "
+        "has not stored is older, the automatic loop does not act on a verdict",
+    )
 
     # -- HTTP collector ------------------------------------------------------
     collector_token: SecretStr | None = Field(
