@@ -19,8 +19,13 @@ Each event is also decoded into the typed table of its record type
 which the metrics and the verdict query. Those tables feed materialized views, which
 count what is inserted, so there a re-delivered record must not land twice: the sink
 skips a record at or below the highest offset its table already holds for that
-partition (read back from the table when the sink starts). A record that does not
-decode lands in ``raw_events`` only; the stream worker's dead letters say why.
+partition (:class:`~prefloop.analytics.tables.Watermarks`). Those offsets are read back
+from the tables when the sink starts, for the partitions assigned to it at each
+rebalance (another sink of the group may have written them meanwhile) and before a
+typed insert that raised is retried (it may have landed). A sink whose partitions are
+revoked first lets its insert in flight finish and commits it, and drops what it had
+read of them for its next batch: their new owner reads that again. A record that does
+not decode lands in ``raw_events`` only; the stream worker's dead letters say why.
 
 In embedded mode the sink runs as a thread of the process that owns chDB; with a
 ClickHouse server, ``prefloop sink`` runs it in its own process.
@@ -37,7 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from prefloop import kafka
 from prefloop.analytics.tables import TABLES, TableLayout, Watermarks, load_layouts
@@ -134,6 +139,7 @@ class ClickHouseSink:
         self.typed_rows = 0
         self.undecodable = 0  # no typed table for it: not decodable, or on another topic
         self.unfit = 0  # decoded, but a value out of its column's range
+        self._handover: _Handover | None = None  # the rebalance callbacks of the run
 
     def run(self, stop: threading.Event) -> None:
         """Consume, insert and commit until ``stop`` is set; start over after an error
@@ -148,34 +154,33 @@ class ClickHouseSink:
     def _run(self, stop: threading.Event) -> None:
         """One batch is inserted in a thread while the next one is read.
 
-        Offsets are committed in order, each batch's after its own insert returned.
+        Offsets are committed in order, each batch's after its own insert returned; at
+        a rebalance the consumer's callbacks (:class:`_Handover`) do it for the insert
+        in flight.
         """
         client = self.client_factory()
         layouts = load_layouts(client)
         watermarks = Watermarks(client, layouts)
         consumer = kafka.consumer(self.settings, self.group_id, **_BULK_FETCH)
-        consumer.subscribe(self.topics)
-        pending: tuple[Future[bool], list[TopicPartition]] | None = None
+        handover = self._handover = _Handover(self.settings, watermarks)
+        consumer.subscribe(
+            self.topics,
+            on_assign=handover.on_assign,
+            on_revoke=handover.on_revoke,
+            on_lost=handover.on_lost,
+        )
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="sink-insert") as inserter:
                 while not stop.is_set():
                     batch = self._collect(consumer, stop)
-                    if pending is not None:
-                        self._finish(consumer, *pending)
-                        pending = None
+                    handover.finish(consumer)
                     if batch:
                         writer = _BatchWriter(client, batch, layouts, watermarks, self)
                         insert = inserter.submit(self._insert, writer, stop)
-                        pending = (insert, _next_offsets(batch))
-                if pending is not None:
-                    self._finish(consumer, *pending)
+                        handover.pending = (insert, _next_offsets(batch))
+                handover.finish(consumer)
         finally:
             consumer.close()
-
-    @staticmethod
-    def _finish(consumer: Any, insert: Future[bool], offsets: list[TopicPartition]) -> None:
-        if insert.result():
-            consumer.commit(offsets=offsets, asynchronous=False)
 
     def _collect(self, consumer: Any, stop: threading.Event) -> list[Message]:
         s = self.settings
@@ -186,7 +191,10 @@ class ClickHouseSink:
             if left <= 0:
                 break
             wanted = min(s.sink_batch_rows - len(batch), 10_000)
-            for message in consumer.consume(wanted, timeout=min(left, 0.5)):
+            messages = consumer.consume(wanted, timeout=min(left, 0.5))
+            if self._handover is not None:  # a revoke served inside consume(): what was
+                batch = self._handover.kept(batch)  # read of its partitions is not ours to write
+            for message in messages:
                 if message.error() is None:
                     batch.append(message)
                 else:
@@ -209,12 +217,85 @@ class ClickHouseSink:
         return False
 
 
+class _Handover:
+    """The consumer's rebalance callbacks for one run of the sink, and the insert in
+    flight they wait for. They run in the consumer thread, inside ``consume``."""
+
+    def __init__(self, settings: Settings, watermarks: Watermarks) -> None:
+        self.watermarks = watermarks
+        self.tables = {settings.topics.for_record(kind): table for kind, table in TABLES.items()}
+        self.pending: tuple[Future[bool], list[TopicPartition]] | None = None
+        self.revoked: set[tuple[str, int]] = set()  # since the last ``kept``
+
+    def finish(self, consumer: Any, commit: bool = True) -> None:
+        """Waits for the insert in flight, then commits its batch (unless it stopped)."""
+        if self.pending is None:
+            return
+        insert, offsets = self.pending
+        self.pending = None  # an insert that raised is not waited for twice
+        if insert.result() and commit:
+            consumer.commit(offsets=offsets, asynchronous=False)
+
+    def kept(self, batch: list[Message]) -> list[Message]:
+        """``batch`` less its messages of the partitions revoked since the last call.
+
+        Their new owner reads them again from the committed offsets, and so does this
+        sink when they come back to it (librdkafka drops by itself what the ``consume``
+        that served the revoke had read of them before it).
+        """
+        if not self.revoked:
+            return batch
+        revoked, self.revoked = self.revoked, set()
+        return [m for m in batch if (m.topic(), m.partition()) not in revoked]
+
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Re-reads the watermarks of the assigned partitions: another sink of the
+        group may have written them since this one read its own. If the store does not
+        answer, the error leaves ``consume`` and the sink starts over."""
+        # an insert is in flight here only with the cooperative protocol; once it is
+        # done, the client serves this thread alone
+        self.finish(consumer)
+        assigned: dict[str, set[int]] = {}
+        for tp in partitions:
+            if (table := self.tables.get(tp.topic)) is not None:
+                assigned.setdefault(table, set()).add(tp.partition)
+        for table, numbers in assigned.items():
+            self.watermarks.refresh(table, numbers)
+
+    def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Lets the insert in flight finish, so the new owner of the partitions finds
+        its rows when it reads its watermarks, and commits it.
+
+        Committing here is clean: with the eager protocol (librdkafka's default) this
+        runs before the member rejoins, so its generation is current and it still owns
+        the partitions; the new owner starts after the batch. Left to ``_run``, the
+        commit would come after the rebalance, for partitions another sink may own by
+        then. Should it fail all the same, it is logged, not raised (raising would
+        restart the sink: one more rebalance): the rows are in, their new owner reads
+        them again, its watermarks keep them out of the typed tables and
+        ``raw_events`` collapses them.
+        """
+        self.revoked.update((tp.topic, tp.partition) for tp in partitions)
+        try:
+            self.finish(consumer)
+        except KafkaException as exc:
+            log.warning("sink: the commit on a revoke failed (%s); the rows are in", exc)
+
+    def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """As :meth:`on_revoke`, without the commit: another member may own the
+        partitions already (the session timed out), and the commit would fail."""
+        self.revoked.update((tp.topic, tp.partition) for tp in partitions)
+        self.finish(consumer, commit=False)
+
+
 class _BatchWriter:
     """One batch into ``raw_events`` and the typed tables; ``write`` may be retried.
 
     ``raw_events`` collapses a repeated insert itself; the typed tables are written
     past their watermark only, which advances after each insert, so a retry after a
-    partial failure writes only what is missing.
+    partial failure writes only what is missing. An insert that raised may have
+    landed all the same (a timeout, a connection dropped after the server committed):
+    before its retry the table's watermarks for the batch's partitions are read again.
     """
 
     def __init__(
@@ -233,6 +314,7 @@ class _BatchWriter:
         self.size = len(batch)
         self._raw_done = False
         self._typed: dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]] | None = None
+        self._unsure: set[str] = set()  # tables whose insert raised: landed or not
 
     def write(self) -> None:
         if not self._raw_done:
@@ -241,12 +323,19 @@ class _BatchWriter:
         if self._typed is None:
             self._typed = self._decode()
         for table, (records, sources) in self._typed.items():
-            fresh = [i for i, (p, o) in enumerate(sources) if self.watermarks.is_new(table, p, o)]
+            if table in self._unsure:
+                self.watermarks.refresh(table, {partition for partition, _ in sources})
+                self._unsure.discard(table)
+            fresh = self.watermarks.fresh(table, sources)
             if not fresh:
                 continue
             rows = self._rows(table, [records[i] for i in fresh], [sources[i] for i in fresh])
             if rows.num_rows:
-                self.client.insert_arrow(table, rows)
+                try:
+                    self.client.insert_arrow(table, rows)
+                except Exception:
+                    self._unsure.add(table)
+                    raise
             self.watermarks.advance(table, (sources[i] for i in fresh))
             self.sink.typed_rows += rows.num_rows
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,20 +188,56 @@ def load_layouts(client: Client, tables: Iterable[str] = TABLES.values()) -> dic
 
 
 class Watermarks:
-    """The highest Kafka offset written to each event table, per partition."""
+    """The highest Kafka offset written to each event table, per partition.
+
+    Read from the tables when made, raised by :meth:`advance` after each insert and by
+    :meth:`refresh` from what a table holds. The sink's insert thread calls
+    :meth:`fresh` and :meth:`advance` while its consumer thread may :meth:`refresh`
+    (its partitions were just assigned), so a lock guards the offsets; it is taken
+    once per table and batch, not per record.
+    """
 
     def __init__(self, client: Client, tables: Iterable[str]) -> None:
-        self._high: dict[tuple[str, int], int] = {}
+        self._client = client
+        self._lock = threading.Lock()
+        self._high: dict[str, dict[int, int]] = {}
         for table in tables:
-            for partition, offset in client.query(
-                f"SELECT _partition, max(_offset) FROM {table} GROUP BY _partition"
-            ).result_rows:
-                self._high[(table, int(partition))] = int(offset)
+            self._raise(table, self._held(table))
 
-    def is_new(self, table: str, partition: int, offset: int) -> bool:
-        return offset > self._high.get((table, partition), -1)
+    def fresh(self, table: str, sources: Sequence[tuple[int, int]]) -> list[int]:
+        """The indexes of the (partition, offset) ``sources`` above the watermark."""
+        with self._lock:
+            high = dict(self._high.get(table, {}))
+        return [i for i, (p, offset) in enumerate(sources) if offset > high.get(p, -1)]
 
     def advance(self, table: str, sources: Iterable[tuple[int, int]]) -> None:
+        """Raise the watermarks to the (partition, offset) ``sources`` just written."""
+        highest: dict[int, int] = {}
         for partition, offset in sources:
-            key = (table, partition)
-            self._high[key] = max(self._high.get(key, -1), offset)
+            if offset > highest.get(partition, -1):
+                highest[partition] = offset
+        self._raise(table, highest.items())
+
+    def refresh(self, table: str, partitions: Iterable[int]) -> None:
+        """Raise the watermarks of ``partitions`` to what ``table`` holds of them.
+
+        What another writer put there (the sink that owned the partitions before a
+        rebalance), or an insert that raised although its rows landed. A watermark
+        never goes down: a record left out of its table (it did not fit) raised it
+        without leaving a row there.
+        """
+        listed = ", ".join(str(int(p)) for p in sorted(set(partitions)))
+        if listed:
+            self._raise(table, self._held(table, f"WHERE _partition IN ({listed})"))
+
+    def _held(self, table: str, where: str = "") -> list[tuple[int, int]]:
+        """The highest offset ``table`` holds per partition (of those ``where`` keeps)."""
+        sql = f"SELECT _partition, max(_offset) FROM {table} {where} GROUP BY _partition"
+        return [(int(p), int(offset)) for p, offset in self._client.query(sql).result_rows]
+
+    def _raise(self, table: str, offsets: Iterable[tuple[int, int]]) -> None:
+        with self._lock:
+            known = self._high.setdefault(table, {})
+            for partition, offset in offsets:
+                if offset > known.get(partition, -1):
+                    known[partition] = offset

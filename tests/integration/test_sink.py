@@ -17,19 +17,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaException, Message, TopicPartition
 from streams_events import feedback, interaction
 
 from prefloop import kafka
-from prefloop.analytics.sink import ClickHouseSink, event_id_of
+from prefloop.analytics.sink import ClickHouseSink, _Handover, event_id_of
+from prefloop.analytics.tables import Watermarks
 from prefloop.clickhouse.client import connect
-from prefloop.settings import REPO_ROOT, Settings
+from prefloop.settings import REPO_ROOT, Settings, load_settings
 from prefloop.testing import STORE_ONLY, STORE_OWNER, free_port, fresh_topics, start_store
 from prefloop_sdk import RecordType, decode, encode
 from prefloop_sdk.events import key_of
@@ -73,10 +76,11 @@ class Produced:
         self.records: dict[Position, tuple[bytes, bytes, str, bytes]] = {}
 
 
-def produce(settings: Settings, pairs: int) -> Produced:
-    """``pairs`` interactions and as many feedback events, keyed as the SDK keys them."""
+def produce(settings: Settings, pairs: int, first: int = 0) -> Produced:
+    """``pairs`` interactions and as many feedback events, keyed as the SDK keys them (ids
+    numbered from ``first``)."""
     events: list[tuple[str, dict[str, Any], bytes]] = []
-    for i in range(pairs):
+    for i in range(first, first + pairs):
         conv = f"c{i % 37}"
         asked = interaction(f"r{i}", conv=conv, turn=i % 5)
         rating = feedback("RATING", f"r{i}", f"f-{i}", conv=conv, value=float(i % 5 + 1))
@@ -273,6 +277,12 @@ class RecordingClient:
         self.after(call)
         return result
 
+    def fed(self, call: int) -> bool:
+        """Whether batch ``call`` is in every typed table it feeds (after raw_events)."""
+        topics = {t for t, _, _ in self.calls[call]}
+        feeds = {"interactions" if "interactions" in t else "feedback" for t in topics}
+        return {t for c, t, _ in self.typed if c == call} == feeds
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
@@ -350,12 +360,7 @@ def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
 
         def crash_after_third(call: int, table: str) -> None:
             """After the third batch is in raw_events and in every typed table it feeds."""
-            if call != 2:
-                return
-            fed = {
-                "interactions" if "interactions" in t else "feedback" for t, _, _ in first.calls[2]
-            }
-            if {t for c, t, _ in first.typed if c == 2} == fed:
+            if call == 2 and first.fed(2):
                 raise Crash()
 
         first = RecordingClient(connect(settings), after_typed=crash_after_third)
@@ -487,6 +492,252 @@ def test_a_failing_insert_is_retried_keeps_its_batch_and_commits_nothing_meanwhi
     assert flaky.inserted[0] == flaky.calls[2]
     assert sum(len(batch) for batch in flaky.inserted) == n
     assert runner.sink.rows_inserted == n
+
+
+def test_an_insert_that_lands_but_raises_is_retried_and_counts_each_once(
+    store_only: Settings,
+) -> None:
+    settings = store_only
+    produced = produce(settings, 500)
+    n = len(produced.records)
+    client = connect(settings)
+    raised: list[int] = []  # the batch whose insert into interactions landed, then raised
+
+    def land_then_raise(call: int, table: str) -> None:
+        if table == "interactions" and not raised:
+            raised.append(call)
+            raise TimeoutError("read timed out")  # the server committed; the answer was lost
+
+    flaky = RecordingClient(connect(settings), after_typed=land_then_raise)
+    runner = SinkThread(ClickHouseSink(settings, lambda: flaky))
+    try:
+        wait_until_sunk(settings, client, n, runner.check)
+        assert_exactly(settings, client, produced)  # interactions counted without FINAL
+    finally:
+        runner.close()
+    assert runner.error is None
+    assert raised == [0]
+    # the retry read back that the rows were in, and wrote none of them again
+    assert len(flaky.calls) == len(flaky.inserted)  # raw_events was not offered twice
+    interactions = settings.topics.interactions
+    first = sum(1 for topic, _, _ in flaky.calls[0] if topic == interactions)
+    landed = [(call, rows) for call, table, rows in flaky.typed if table == "interactions"]
+    assert [rows for call, rows in landed if call == 0] == [first]
+    assert sum(rows for _, rows in landed) == n // 2
+    assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
+
+
+def test_partitions_another_sink_wrote_after_this_one_started_are_not_written_again(
+    store_only: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The late sink reads its watermarks, then the first one writes a batch and dies
+    before committing it; the partitions are assigned to the late sink afterwards, and it
+    reads that batch again from the committed offsets."""
+    # batches fill to 250 rows: the events are all on the topics before a sink starts
+    settings = store_only.with_overrides(sink_batch_rows=250, sink_batch_s=10.0)
+    produced = produce(settings, 1000)
+    n = len(produced.records)
+    group = f"{settings.topic_prefix}-sink"
+    client = connect(settings)
+    typed_rows = "SELECT (SELECT count() FROM interactions) + (SELECT count() FROM feedback)"
+
+    # the late sink makes its consumer first, after its watermarks are read: held there
+    joining, join = threading.Event(), threading.Event()
+    make_consumer = kafka.consumer
+
+    def held_once(*args: Any, **kwargs: Any) -> Any:
+        if not joining.is_set():
+            joining.set()
+            join.wait(DEADLINE_S)
+        return make_consumer(*args, **kwargs)
+
+    monkeypatch.setattr(kafka, "consumer", held_once)
+    second = RecordingClient(connect(settings))
+    late = SinkThread(ClickHouseSink(settings, lambda: second))
+    try:
+        assert joining.wait(DEADLINE_S), "the late sink never made its consumer"
+
+        def crash_after_first(call: int, table: str) -> None:
+            if call == 0 and first.fed(0):
+                raise Crash()
+
+        first = RecordingClient(connect(settings), after_typed=crash_after_first)
+        crashed = SinkThread(ClickHouseSink(settings, lambda: first))
+        crashed.thread.join(timeout=DEADLINE_S)
+        assert isinstance(crashed.error, Crash), crashed.error
+        assert [len(batch) for batch in first.inserted] == [250]
+        assert scalar(client, typed_rows) == 250
+        assert committed_rows(committed(settings, group)) == 0
+        assert second.inserted == []
+
+        join.set()  # the late sink joins the group, alone: every partition is its own
+        wait_until_sunk(settings, client, n, late.check)
+        assert_exactly(settings, client, produced)  # each event once in its typed table
+    finally:
+        join.set()
+        late.close()
+    assert late.error is None
+    # it read every record, the first sink's batch too, and wrote that batch to
+    # raw_events only
+    assert sum(len(batch) for batch in second.inserted) == n
+    assert set(first.inserted[0]) <= {p for batch in second.inserted for p in batch}
+    assert sum(rows for _, _, rows in second.typed) == n - 250
+    assert scalar(client, typed_rows) == n
+    assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
+
+
+def test_two_sinks_of_one_group_hand_partitions_over_and_count_each_event_once(
+    store_only: Settings,
+) -> None:
+    """A second sink joins the group while the first one's insert is held; once both hold
+    partitions more events come, and every event lands once in its typed table."""
+    settings = store_only.with_overrides(sink_batch_rows=100, sink_batch_s=0.2)
+    produced = produce(settings, 1000)
+    group = f"{settings.topic_prefix}-sink"
+    client = connect(settings)
+    admin = kafka.admin_client(settings)
+    joined = threading.Event()
+
+    def hold_third(call: int) -> None:
+        if call == 2:
+            joined.wait(DEADLINE_S)
+
+    def group_is(state: ConsumerGroupState, members: int) -> bool:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        held = [m for m in described.members if m.assignment.topic_partitions]
+        return described.state == state and len(held) >= members
+
+    first = RecordingClient(connect(settings), before=hold_third)
+    second = RecordingClient(connect(settings))
+    one = SinkThread(ClickHouseSink(settings, lambda: first))
+    two: SinkThread | None = None
+    try:
+        wait_for("the first sink's third insert", lambda: len(first.calls) == 3, watch=one.check)
+        two = SinkThread(ClickHouseSink(settings, lambda: second))
+        # the first sink, its insert held, rejoins only once it is let go
+        wait_for(
+            "the rebalance the second sink starts",
+            lambda: group_is(ConsumerGroupState.PREPARING_REBALANCING, 0),
+            watch=two.check,
+        )
+        joined.set()
+        wait_for(
+            "both sinks holding partitions",
+            lambda: group_is(ConsumerGroupState.STABLE, 2),
+            watch=two.check,
+        )
+        produced.records.update(produce(settings, 1000, first=1000).records)  # onto both sinks
+
+        def both_alive() -> None:
+            one.check()
+            if two is not None:
+                two.check()
+
+        wait_until_sunk(settings, client, len(produced.records), both_alive)
+        assert_exactly(settings, client, produced)
+    finally:
+        joined.set()
+        one.close()
+        if two is not None:
+            two.close()
+    assert one.error is None and two.error is None
+    assert first.inserted and second.inserted
+    n = len(produced.records)
+    assert sum(rows for recording in (first, second) for _, _, rows in recording.typed) == n
+    assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
+
+
+def test_watermarks_refresh_reads_the_partitions_named_and_never_goes_down(
+    store_only: Settings,
+) -> None:
+    client = connect(store_only)
+
+    def write(*sources: tuple[int, int]) -> None:  # as another writer would
+        now = datetime.now(UTC)  # ids of their own: rows of one id collapse
+        rows = [[f"i-{p}-{offset}", now, p, offset] for p, offset in sources]
+        columns = ["interaction_id", "ts", "_partition", "_offset"]
+        client.insert("interactions", rows, column_names=columns)
+
+    write((0, 4), (1, 7))
+    watermarks = Watermarks(client, ["interactions", "feedback"])
+    sources = [(0, 4), (0, 5), (1, 7), (1, 8), (2, 0)]
+    assert watermarks.fresh("interactions", sources) == [1, 3, 4]
+    assert watermarks.fresh("feedback", sources) == [0, 1, 2, 3, 4]
+
+    write((0, 9), (1, 20), (2, 3))  # after the watermarks were read
+    assert watermarks.fresh("interactions", sources) == [1, 3, 4]
+    watermarks.refresh("interactions", [0, 2])
+    later = [(0, 9), (0, 10), (1, 8), (2, 3), (2, 4)]
+    assert watermarks.fresh("interactions", later) == [1, 2, 4]  # partition 1: not named
+    watermarks.refresh("interactions", [])  # nothing named: nothing read
+
+    watermarks.advance("interactions", [(0, 30), (0, 12)])  # 30 did not fit: no row
+    watermarks.refresh("interactions", [0, 1])
+    assert watermarks.fresh("interactions", [(0, 30), (0, 31), (1, 20), (1, 21)]) == [1, 3]
+    assert watermarks.fresh("feedback", sources) == [0, 1, 2, 3, 4]
+
+
+class CommitLog:
+    """A consumer as the rebalance callbacks see it: its commits noted, or failing."""
+
+    def __init__(self, failing: bool = False) -> None:
+        self.failing = failing
+        self.commits: list[list[tuple[str, int, int]]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert not asynchronous
+        if self.failing:
+            raise KafkaException("ILLEGAL_GENERATION")
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+
+
+def _handover() -> _Handover:
+    watermarks = Watermarks(None, ())  # no table: no query
+    return _Handover(load_settings(environ={}), watermarks)
+
+
+def test_a_revoke_waits_for_the_insert_in_flight_commits_it_and_drops_what_was_read() -> None:
+    handover = _handover()
+    insert: Future[bool] = Future()
+    handover.pending = (insert, [TopicPartition("t", 0, 300), TopicPartition("t", 1, 50)])
+    consumer = CommitLog()
+    revoking = threading.Thread(
+        target=handover.on_revoke, args=(consumer, [TopicPartition("t", 0)])
+    )
+    revoking.start()
+    revoking.join(0.5)
+    assert revoking.is_alive() and consumer.commits == []  # held by the insert
+    insert.set_result(True)
+    revoking.join(10)
+    assert not revoking.is_alive()
+    assert consumer.commits == [[("t", 0, 300), ("t", 1, 50)]]
+    assert handover.pending is None
+    # what the batch being collected had read of the revoked partition is dropped, once
+    batch = [Message(topic="t", partition=p, offset=o) for p, o in [(0, 300), (1, 50), (0, 301)]]
+    assert [(m.partition(), m.offset()) for m in handover.kept(batch)] == [(1, 50)]
+    assert handover.kept(batch) == batch
+
+
+def test_a_revoke_commits_only_an_insert_that_went_in_and_never_raises_a_failed_commit() -> None:
+    def revoked(went_in: bool, consumer: CommitLog, lost: bool = False) -> None:
+        handover = _handover()
+        insert: Future[bool] = Future()
+        insert.set_result(went_in)
+        handover.pending = (insert, [TopicPartition("t", 0, 300)])
+        revoke = handover.on_lost if lost else handover.on_revoke
+        revoke(consumer, [TopicPartition("t", 0)])
+        assert handover.pending is None and handover.revoked == {("t", 0)}
+
+    committing = CommitLog()
+    revoked(True, committing)
+    assert committing.commits == [[("t", 0, 300)]]
+    stopped = CommitLog()
+    revoked(False, stopped)  # the sink stopped before the insert went in
+    assert stopped.commits == []
+    revoked(True, CommitLog(failing=True))  # the generation is gone: logged, not raised
+    lost = CommitLog()
+    revoked(True, lost, lost=True)  # another member may own it already: not committed
+    assert lost.commits == []
 
 
 def _vectors() -> list[dict[str, Any]]:
