@@ -34,7 +34,9 @@ def _time(value: str | None, name: str) -> datetime | None:
     "--record",
     is_flag=True,
     help="Record this look in `verdicts`, as the automatic loop does: later looks then read "
-    "its always-valid p-values (for looks over all the data).",
+    "its always-valid p-values (for looks over all the data). A look is recorded once each "
+    "arm has PREFLOOP_AB_MIN_USERS users; the first recorded one fixes the sequential test's "
+    "prior and the latency threshold.",
 )
 @click.option(
     "--cuped",
