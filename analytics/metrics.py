@@ -60,6 +60,11 @@ RATIO_METRICS = {
 
 _WINDOW = "ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
 _IN_EXPERIMENT = f"experiment_id = {{experiment:String}} AND arm IN ('A', 'B') AND {_WINDOW}"
+# the sums of each user's mean score and its square (Moments of the per-user means)
+_MEAN_SCORE_SUMS = [
+    ("score_sum / responses", "mean_score"),
+    ("pow(score_sum / responses, 2)", "mean_score2"),
+]
 _PER_USER_SCORES = f"""
 SELECT user_id, any(arm) AS user_arm,
        count() AS responses,
@@ -140,10 +145,10 @@ def experiment_data(
 ) -> ExperimentData:
     """The sufficient statistics of ``experiment_id`` over [start, end), per arm.
 
-    Four queries: the arms' summary over ``interactions``, one pass over
-    ``interactions`` grouped by session and then user (slow requests, sessions), one
-    over ``scores`` grouped by user (every ratio metric), and Mann–Whitney U over the
-    same per-user means. The latency guardrail counts requests slower than
+    Three queries: the arms' summary over ``interactions``, one pass over
+    ``interactions`` grouped by session and then user (slow requests, sessions), and
+    one over ``scores`` grouped by user (every ratio metric, and Mann–Whitney U on the
+    per-user mean scores). The latency guardrail counts requests slower than
     ``latency_threshold_ms`` (default: arm A's p99 in this data).
     """
     params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
@@ -230,7 +235,7 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
         f"{fn}If({expr}, user_arm = '{arm}') AS {arm}_{alias}"
         for arm in ("A", "B")
         for fn, expr, alias in [("count", "1", "users")]
-        + [("sum", expr, alias) for expr, alias in _mean_score_sums()]
+        + [("sum", expr, alias) for expr, alias in _MEAN_SCORE_SUMS]
         + [("sum", e, a) for x, y in pairs for e, a in _joint_terms(x, y)]
     ]
     mann_whitney = (
@@ -260,13 +265,6 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
         result = row["mwu"]
         u, p = (result["u_statistic"], result["p_value"]) if isinstance(result, dict) else result
         data.mann_whitney = (float(u), float(p))
-
-
-def _mean_score_sums() -> list[tuple[str, str]]:
-    return [
-        ("score_sum / responses", "mean_score"),
-        ("pow(score_sum / responses, 2)", "mean_score2"),
-    ]
 
 
 def _joint_terms(x: str, y: str) -> list[tuple[str, str]]:

@@ -308,12 +308,12 @@ def compare_ratio(a: JointMoments, b: JointMoments, level: float) -> Compared:
     return Compared(ratio_a, ratio_b, "users", ratio_delta(a, b, level), lift, var_a * a.n)
 
 
-def _means(a: Moments, b: Moments, level: float, unit: str = "users") -> Compared:
+def _means(a: Moments, b: Moments, level: float) -> Compared:
     try:
         lift: TestResult | None = relative_lift(a, b, level)
     except StatsError:
         lift = None
-    return Compared(a.mean, b.mean, unit, welch_t(a, b, level), lift, a.variance)
+    return Compared(a.mean, b.mean, "users", welch_t(a, b, level), lift, a.variance)
 
 
 def _test_all(data: ExperimentData, level: float) -> tuple[dict[str, Compared], list[str]]:

@@ -88,13 +88,18 @@ def record_split(client: Client, experiment: str, split: float, ts: datetime) ->
 
 
 def per_user(
-    sim: Simulated, values: np.ndarray, weights: np.ndarray | None = None
+    sim: Simulated,
+    values: np.ndarray,
+    weights: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
 ) -> dict[int, JointMoments]:
-    """JointMoments(Σ values, Σ weights) over the users of each arm, from the raw arrays."""
+    """JointMoments(Σ values, Σ weights) over the users of each arm, from the raw arrays
+    (the responses ``keep`` marks, default all)."""
     weights = np.ones(len(values)) if weights is None else weights
+    keep = np.ones(len(values), bool) if keep is None else keep
     out = {}
     for arm in (0, 1):
-        mask = sim.arm == arm
+        mask = keep & (sim.arm == arm)
         users = np.unique(sim.user[mask], return_inverse=True)[1]
         x = np.bincount(users, weights=values[mask])
         y = np.bincount(users, weights=weights[mask])
@@ -235,10 +240,7 @@ def test_users_moved_between_arms_are_left_out_of_every_metric(
     # a ramp moves ten of arm A's users to B: each answers once more, on arm B, later
     moved = np.unique(sim.user[sim.arm == 0])[:10]
     rows = sim.interactions.filter(pa.array(np.isin(sim.user, moved) & (sim.arm == 0)))
-    first = rows.to_pylist()
-    later = {}
-    for row in first:
-        later.setdefault(row["user_id"], row)
+    later = {row["user_id"]: row for row in rows.to_pylist()}  # one response each
     extra = [
         {
             **row,
@@ -251,7 +253,7 @@ def test_users_moved_between_arms_are_left_out_of_every_metric(
         for n, row in enumerate(later.values())
     ]
     client.insert_arrow("interactions", pa.Table.from_pylist(extra, rows.schema))
-    score_rows = sim.scores.filter(pa.compute.is_in(sim.scores["response_id"], rows["response_id"]))
+    score_rows = sim.scores.filter(pc.is_in(sim.scores["response_id"], rows["response_id"]))
     by_user = {r["user_id"]: r for r in score_rows.to_pylist()}
     scores = [
         {
@@ -273,13 +275,7 @@ def test_users_moved_between_arms_are_left_out_of_every_metric(
     assert verdict.arms["A"].responses == int((kept & (sim.arm == 0)).sum())
     assert verdict.arms["B"].users == len(np.unique(sim.user[sim.arm == 1]))
     for name, values in (("implicit_score", sim.score), ("copy_rate", sim.copied * 1.0)):
-        arms = {}
-        for arm in (0, 1):
-            mask = kept & (sim.arm == arm)
-            index = np.unique(sim.user[mask], return_inverse=True)[1]
-            arms[arm] = JointMoments.of(
-                np.bincount(index, values[mask]), np.bincount(index).astype(float)
-            )
+        arms = per_user(sim, values, keep=kept)
         expected = ratio_delta(arms[0], arms[1], 0.95)
         got = verdict.metric(name)
         assert (got.n_a, got.n_b) == (arms[0].n, arms[1].n)

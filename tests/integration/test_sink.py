@@ -42,6 +42,8 @@ ROWS = "SELECT topic, partition, offset, key, value, record_type, event_id FROM 
 BYTES = {"key": "bytes", "value": "bytes", "event_id": "bytes"}
 
 Position = tuple[str, int, int]  # topic, partition, offset
+# the events decoded into typed tables (these tests produce interactions and feedback)
+TYPED_ROWS = "SELECT (SELECT count() FROM interactions) + (SELECT count() FROM feedback)"
 
 
 # -- the store, the events, the checks ------------------------------------------------
@@ -313,6 +315,22 @@ class SinkThread:
         assert not self.thread.is_alive(), "the sink did not stop within 60 s"
 
 
+def crashed_after_batch(settings: Settings, batch: int) -> RecordingClient:
+    """A sink run until batch number ``batch`` (from 0) is in raw_events and in every
+    typed table it feeds, then crashed before its commit; its client, with what went in."""
+
+    def crash(call: int, table: str) -> None:
+        if call == batch and client.fed(batch):
+            raise Crash()
+
+    client = RecordingClient(connect(settings), after_typed=crash)
+    crashed = SinkThread(ClickHouseSink(settings, lambda: client))
+    crashed.thread.join(timeout=DEADLINE_S)
+    assert not crashed.thread.is_alive(), f"the sink never reached its insert {batch + 1}"
+    assert isinstance(crashed.error, Crash), crashed.error
+    return client
+
+
 # -- the tests -------------------------------------------------------------------------
 
 
@@ -357,22 +375,11 @@ def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
     process = start_store(settings, STORE_ONLY)
     try:
         client = connect(settings)
-
-        def crash_after_third(call: int, table: str) -> None:
-            """After the third batch is in raw_events and in every typed table it feeds."""
-            if call == 2 and first.fed(2):
-                raise Crash()
-
-        first = RecordingClient(connect(settings), after_typed=crash_after_third)
-        crashed = SinkThread(ClickHouseSink(settings, lambda: first))
-        crashed.thread.join(timeout=DEADLINE_S)
-        assert not crashed.thread.is_alive(), "the sink never reached its third insert"
-        assert isinstance(crashed.error, Crash), crashed.error
+        first = crashed_after_batch(settings, 2)
         assert [len(batch) for batch in first.inserted] == [250, 250, 250]
         # the third batch is in the tables; only the first two were committed
         assert scalar(client, "SELECT count() FROM raw_events FINAL") == 750
-        typed_rows = "SELECT (SELECT count() FROM interactions) + (SELECT count() FROM feedback)"
-        assert scalar(client, typed_rows) == 750
+        assert scalar(client, TYPED_ROWS) == 750
         assert committed_rows(committed(settings, group)) == 500
 
         after_replay: list[tuple[int, int]] = []  # rows, rows FINAL after the first insert
@@ -406,7 +413,7 @@ def test_a_crash_between_insert_and_commit_replays_the_batch_and_counts_it_once(
         # the typed tables feed counting views: there the replayed batch was skipped, by
         # offset, and every event is in its table once without FINAL
         assert sum(rows for _, _, rows in second.typed) == n - 750
-        assert scalar(client, typed_rows) == n
+        assert scalar(client, TYPED_ROWS) == n
         assert scalar(client, "SELECT uniqExact(interaction_id) FROM interactions") == n // 2
         assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
         # until a merge collapses them both copies are there; FINAL counts each record once
@@ -539,7 +546,6 @@ def test_partitions_another_sink_wrote_after_this_one_started_are_not_written_ag
     n = len(produced.records)
     group = f"{settings.topic_prefix}-sink"
     client = connect(settings)
-    typed_rows = "SELECT (SELECT count() FROM interactions) + (SELECT count() FROM feedback)"
 
     # the late sink makes its consumer first, after its watermarks are read: held there
     joining, join = threading.Event(), threading.Event()
@@ -556,17 +562,9 @@ def test_partitions_another_sink_wrote_after_this_one_started_are_not_written_ag
     late = SinkThread(ClickHouseSink(settings, lambda: second))
     try:
         assert joining.wait(DEADLINE_S), "the late sink never made its consumer"
-
-        def crash_after_first(call: int, table: str) -> None:
-            if call == 0 and first.fed(0):
-                raise Crash()
-
-        first = RecordingClient(connect(settings), after_typed=crash_after_first)
-        crashed = SinkThread(ClickHouseSink(settings, lambda: first))
-        crashed.thread.join(timeout=DEADLINE_S)
-        assert isinstance(crashed.error, Crash), crashed.error
+        first = crashed_after_batch(settings, 0)
         assert [len(batch) for batch in first.inserted] == [250]
-        assert scalar(client, typed_rows) == 250
+        assert scalar(client, TYPED_ROWS) == 250
         assert committed_rows(committed(settings, group)) == 0
         assert second.inserted == []
 
@@ -582,7 +580,7 @@ def test_partitions_another_sink_wrote_after_this_one_started_are_not_written_ag
     assert sum(len(batch) for batch in second.inserted) == n
     assert set(first.inserted[0]) <= {p for batch in second.inserted for p in batch}
     assert sum(rows for _, _, rows in second.typed) == n - 250
-    assert scalar(client, typed_rows) == n
+    assert scalar(client, TYPED_ROWS) == n
     assert scalar(client, "SELECT sum(interactions) FROM arm_daily") == n // 2
 
 
