@@ -42,8 +42,9 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) ..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# faulthandler stays on to the interpreter's last step: a crash at exit names its threads
 test-py: install jars browser
-	$(BIN)/pytest
+	PYTHONFAULTHANDLER=1 $(BIN)/pytest
 
 # the TypeScript SDK: dependencies pinned by its package-lock.json
 test-js:

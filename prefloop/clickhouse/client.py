@@ -14,7 +14,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
-from prefloop.clickhouse.embedded import open_connection, store_path
+from prefloop.clickhouse.embedded import open_connection, store_path, track
 from prefloop.errors import ClickHouseError
 from prefloop.settings import Settings
 from prefloop.stack.process import ManagedProcess
@@ -65,7 +65,7 @@ def embedded_client(settings: Settings, database: str | None = None) -> Client:
     """A client on the embedded store opened in this process (which becomes its owner)."""
     path = store_path(settings)
     open_connection(path).close()  # fails clearly if another process owns the store
-    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    client = track(clickhouse_connect.get_client(dsn=f"chdb://{path}"))
     if database:
         client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         client.database = database

@@ -15,6 +15,7 @@ parameters, ClickHouse settings as URL parameters, inserts as ``query=INSERT
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import gzip
 import itertools
@@ -23,9 +24,10 @@ import queue
 import re
 import threading
 import uuid
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -85,11 +87,34 @@ def _held_elsewhere(path: Path) -> bool:
     return False
 
 
+# Every chDB handle this process opened and has not closed yet. chDB tears its
+# engine down in static destructors, racing its own worker threads, when a
+# handle is still open at interpreter exit, and the process can then die of a
+# segmentation fault after its work is done (chdb-core issue 177). Closing them
+# in an exit hook, which runs before those destructors, leaves nothing to race.
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(handle: Any) -> Any:
+    """Register a chDB connection, or a client holding one, to be closed at exit."""
+    _OPEN.add(handle)
+    return handle
+
+
+@atexit.register  # registered after chDB's own exit hook, so it runs before it
+def close_all() -> None:
+    """Close every tracked handle still open: this process then owns no store."""
+    for handle in list(_OPEN):
+        with suppress(Exception):  # at exit, one handle failing must not keep the rest open
+            handle.close()
+    _OPEN.clear()
+
+
 def open_connection(path: Path) -> Any:
     """A chDB connection on ``path``; a clear error if another process owns it."""
     path.mkdir(parents=True, exist_ok=True)
     try:
-        return chdb.connect(str(path))
+        return track(chdb.connect(str(path)))
     except Exception as exc:
         if _held_elsewhere(path):
             raise StoreOwnedError(
@@ -129,7 +154,7 @@ class EmbeddedStore:
         self._pool: queue.Queue[_Connection] = queue.Queue()
         self._pool.put(_Connection(first))
         for _ in range(pool_size - 1):
-            self._pool.put(_Connection(chdb.connect(str(path))))
+            self._pool.put(_Connection(track(chdb.connect(str(path)))))
 
     @contextmanager
     def connection(self) -> Iterator[_Connection]:

@@ -146,3 +146,38 @@ def test_a_bad_query_is_one_sentence(owned: Settings) -> None:
     assert "ClickHouse refused the query" in done.stderr
     assert "no_such_table" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EXIT_HOOK = """
+import sys
+from pathlib import Path
+from prefloop.clickhouse.embedded import EmbeddedStore, close_all, open_connection, store_path
+from prefloop.clickhouse.client import embedded_client
+from prefloop.settings import load_settings
+
+client = embedded_client(load_settings())  # a client and a pool on the same store
+store = EmbeddedStore(store_path(load_settings()), pool_size=2)
+try:
+    open_connection(Path(sys.argv[1]) / "other")
+except Exception as exc:
+    print("refused while open:", type(exc).__name__)
+close_all()
+print("after close_all:", open_connection(Path(sys.argv[1]) / "other").query("SELECT 41 + 1"))
+"""
+
+
+def test_every_chdb_handle_is_closed_by_the_exit_hook(tmp_path: Path) -> None:
+    """chDB refuses a second data directory while any handle on the first is open."""
+    from prefloop.settings import child_environment
+
+    settings = isolated_settings(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_HOOK, str(tmp_path)],
+        env=child_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused while open" in done.stdout
+    assert "after close_all: 42" in done.stdout
