@@ -42,9 +42,8 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) ..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# faulthandler stays on to the interpreter's last step: a crash at exit names its threads
 test-py: install jars browser
-	PYTHONFAULTHANDLER=1 $(BIN)/pytest
+	$(BIN)/pytest
 
 # the TypeScript SDK: dependencies pinned by its package-lock.json
 test-js:

@@ -7,6 +7,9 @@ Kafka broker started here: a missing Java or Maven fails them, never skips them.
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from prefloop.settings import Settings
 from prefloop.testing import local_kafka
 
 ROOT = Path(__file__).parent
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,3 +38,26 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     """A real single-node KRaft broker for the whole session, on free ports."""
     with local_kafka(home=tmp_path_factory.mktemp("kafka-home")) as settings:
         yield settings
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[_SESSION] = session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once pytest has reported and every exit hook has run.
+
+    The interpreter's own teardown would then destroy what hundreds of tests left of
+    native libraries (librdkafka clients, chDB, Ray's core worker) in an unspecified
+    order, while their threads still run: that can crash the process after a green
+    run is reported, failing it. Exit hooks (``atexit``, which closes the chDB
+    handles) run first, as they would.
+    """
+    session = config.stash.get(_SESSION, None)
+    if session is None:
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(session.exitstatus))
