@@ -4,7 +4,8 @@
 id a bound parameter), every row that holds the user's data:
 
 - the tables with a ``user_id`` column: interactions, feedback, scores, exposures,
-  first_exposures (the per-user aggregate) and preferences;
+  first_exposures, interactions_by_user and scores_by_user (the per-user aggregates) and
+  preferences;
 - annotation_tasks and annotation_results of the user's interactions or conversations
   (they copy the prompt and the responses);
 - raw_events and dead_letters whose Kafka key is one of the user's conversation ids,
@@ -69,6 +70,8 @@ _CONDITIONS: dict[str, str] = {
     "annotation_results": _BY_TASK,
     "annotation_tasks": _BY_TASK,
     "first_exposures": _USER,
+    "interactions_by_user": _USER,
+    "scores_by_user": _USER,
     "feedback": _USER,
     "scores": _USER,
     "exposures": _USER,

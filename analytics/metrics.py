@@ -4,8 +4,9 @@ Raw rows never come into Python: each query aggregates per user (the unit of the
 experiment) in ClickHouse and then over users per arm, returning counts, sums, sums
 of squares and cross-products, which :mod:`prefloop.analytics.stats` turns into
 tests. The event tables are read with FINAL, so a score counts at its latest
-revision and a client's duplicate once. Every value a caller gives reaches SQL as a
-bound parameter.
+revision and a client's duplicate once; everything from a window's start on is read
+from the per-user rollups instead (:mod:`prefloop.analytics.rollup`), which hold the
+same per-user sums. Every value a caller gives reaches SQL as a bound parameter.
 
 Per arm:
 
@@ -31,22 +32,30 @@ and keeps the users whose rows all carry one arm, so leaving them out costs no j
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
+from prefloop.analytics.rollup import refresh
 from prefloop.analytics.stats import JointMoments, Moments
+from prefloop.errors import first_line
 
 __all__ = [
+    "FAR_FUTURE",
     "RATIO_METRICS",
     "ArmSummary",
     "ExperimentData",
     "experiment_data",
     "known_experiments",
 ]
+
+_log = logging.getLogger(__name__)
+# the end of a window that has none
+FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 
 # metric -> (numerator, denominator) columns of the per-user query
 RATIO_METRICS = {
@@ -66,7 +75,7 @@ _MEAN_SCORE_SUMS = [
     ("pow(score_sum / responses, 2)", "mean_score2"),
 ]
 _PER_USER_SCORES = f"""
-SELECT user_id, any(arm) AS user_arm,
+SELECT any(arm) AS user_arm,
        count() AS responses,
        sum(implicit_score) AS score_sum,
        count(rating) AS rated,
@@ -78,6 +87,65 @@ SELECT user_id, any(arm) AS user_arm,
 FROM scores FINAL WHERE {_IN_EXPERIMENT}
 GROUP BY user_id HAVING min(arm) = max(arm)
 """
+# daily active users: distinct (user, day) per arm over its days, counted by a 64-bit hash
+# of the pair (as uniqExact hashes strings), cheaper than arrays of days per user
+_SUMMARY = f"""
+SELECT arm, any(toString(model_version)) AS model_version,
+       quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
+       sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
+       uniqExact(toDate(ts)) AS active_days,
+       uniqExact(cityHash64(user_id, toDate(ts))) AS user_days
+FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm ORDER BY arm
+"""
+# per session, then per user ('' for a user with rows in both arms)
+_PER_USER_REQUESTS = f"""
+SELECT if(min(arm_low) = max(arm_high), any(arm_low), '') AS user_arm,
+       sum(s_requests) AS requests, sum(s_slow) AS slow,
+       countIf(session_id != '') AS sessions,
+       sumIf(s_span, session_id != '') AS span
+FROM (SELECT user_id, session_id, min(arm) AS arm_low, max(arm) AS arm_high,
+             count() AS s_requests,
+             countIf(latency_ms > {{threshold:Float64}}) AS s_slow,
+             dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span
+      FROM interactions FINAL WHERE {_IN_EXPERIMENT}
+      GROUP BY user_id, session_id)
+GROUP BY user_id
+"""
+
+# the same three from the per-user rollups (prefloop.analytics.rollup): one row per user
+# and arm already, so no grouping by user; a moved user counted once, on their A row
+_ROLLUP = "experiment_id = {experiment:String} AND since = {start:DateTime64(3)}"
+_ROLLUP_SUMMARY = f"""
+SELECT arm, any(toString(model_version)) AS model_version,
+       quantilesTDigestArray(0.5, 0.95, 0.99)(latencies) AS latency,
+       sum(completion_tokens) / greatest(sum(latency_sum), 1) * 1000 AS tokens_per_second,
+       uniqExactArray(days) AS active_days,
+       sum(length(days)) AS user_days
+FROM interactions_by_user FINAL WHERE {_ROLLUP} GROUP BY arm ORDER BY arm
+"""
+_ROLLUP_REQUESTS = f"""
+SELECT if(moved, '', arm) AS user_arm, requests,
+       arrayCount(x -> x > {{threshold:Float64}}, latencies) AS slow, sessions, span
+FROM interactions_by_user FINAL WHERE {_ROLLUP} AND (NOT moved OR arm = 'A')
+"""
+_ROLLUP_SCORES = f"""
+SELECT arm AS user_arm, responses, score_sum, rated, rating_sum, n_continued, n_copied,
+       n_regenerated, n_reported
+FROM scores_by_user FINAL WHERE {_ROLLUP} AND NOT moved
+"""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the metrics are read: the summary per arm, the per-user requests and scores."""
+
+    summary: str
+    requests: str
+    scores: str
+
+
+_EVENT_TABLES = _Source(_SUMMARY, _PER_USER_REQUESTS, _PER_USER_SCORES)
+_ROLLUPS = _Source(_ROLLUP_SUMMARY, _ROLLUP_REQUESTS, _ROLLUP_SCORES)
 
 
 def _joint_sql(x: str, y: str) -> str:
@@ -140,44 +208,44 @@ def experiment_data(
     client: Client,
     experiment_id: str,
     start: datetime,
-    end: datetime,
+    end: datetime | None,
     latency_threshold_ms: float | None = None,
 ) -> ExperimentData:
     """The sufficient statistics of ``experiment_id`` over [start, end), per arm.
 
-    Three queries: the arms' summary over ``interactions``, one pass over
-    ``interactions`` grouped by session and then user (slow requests, sessions), and
-    one over ``scores`` grouped by user (every ratio metric, and Mann–Whitney U on the
-    per-user mean scores). The latency guardrail counts requests slower than
+    Three queries: the arms' summary, the per-user requests (slow ones, sessions) and
+    the per-user scores (every ratio metric, and Mann–Whitney U on the per-user mean
+    scores). ``end`` None reads everything from ``start`` on from the per-user
+    rollups, brought up to date first (:mod:`prefloop.analytics.rollup`); a closed
+    window reads the event tables. The latency guardrail counts requests slower than
     ``latency_threshold_ms`` (default: arm A's p99 in this data).
     """
-    params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end}
+    source = _EVENT_TABLES
+    if end is None:
+        try:
+            refresh(client, experiment_id, start)
+            source = _ROLLUPS
+        except DriverError as exc:  # e.g. a read-only ClickHouse user: the slower way
+            _log.warning(
+                "cannot bring the per-user rollups of %s up to date (%s): reading the event tables",
+                experiment_id,
+                first_line(exc),
+            )
+    params: dict[str, Any] = {"experiment": experiment_id, "start": start, "end": end or FAR_FUTURE}
     data = ExperimentData(experiment_id)
-    _interactions(client, params, data, latency_threshold_ms)
-    _scores(client, params, data)
+    _interactions(client, source, params, data, latency_threshold_ms)
+    _scores(client, source, params, data)
     return data
 
 
 def _interactions(
     client: Client,
+    source: _Source,
     params: dict[str, Any],
     data: ExperimentData,
     latency_threshold_ms: float | None,
 ) -> None:
-    # daily active users: distinct (user, day) per arm over its days, counted by a 64-bit
-    # hash of the pair (as uniqExact hashes strings), cheaper than arrays of days per user
-    arms = _rows(
-        client,
-        f"""
-        SELECT arm, any(toString(model_version)) AS model_version,
-               quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
-               sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
-               uniqExact(toDate(ts)) AS days,
-               uniqExact(cityHash64(user_id, toDate(ts))) AS user_days
-        FROM interactions FINAL WHERE {_IN_EXPERIMENT} GROUP BY arm ORDER BY arm
-        """,
-        params,
-    )
+    arms = _rows(client, source.summary, params)
     for row in arms:
         p50, p95, p99 = (float(v) for v in row["latency"])
         data.arms[row["arm"]] = ArmSummary(
@@ -185,7 +253,7 @@ def _interactions(
             users=0,  # the users analysed and their responses: per user, below
             responses=0,
             latency_ms=(p50, p95, p99),
-            daily_active_users=float(row["user_days"]) / max(float(row["days"]), 1.0),
+            daily_active_users=float(row["user_days"]) / max(float(row["active_days"]), 1.0),
             tokens_per_second=float(row["tokens_per_second"]),
         )
     if latency_threshold_ms is None and "A" in data.arms:
@@ -197,17 +265,7 @@ def _interactions(
         SELECT user_arm, count() AS users, sum(requests) AS responses,
                {_joint_sql("slow", "requests")},
                {_joint_sql("span", "sessions")}
-        FROM (SELECT user_id, if(min(arm_low) = max(arm_high), any(arm_low), '') AS user_arm,
-                     sum(s_requests) AS requests, sum(s_slow) AS slow,
-                     countIf(session_id != '') AS sessions,
-                     sumIf(s_span, session_id != '') AS span
-              FROM (SELECT user_id, session_id, min(arm) AS arm_low, max(arm) AS arm_high,
-                           count() AS s_requests,
-                           countIf(latency_ms > {{threshold:Float64}}) AS s_slow,
-                           dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span
-                    FROM interactions FINAL WHERE {_IN_EXPERIMENT}
-                    GROUP BY user_id, session_id)
-              GROUP BY user_id)
+        FROM ({source.requests})
         GROUP BY user_arm
         """,
         {**params, "threshold": latency_threshold_ms or 0.0},
@@ -224,7 +282,7 @@ def _interactions(
         data.ratios.setdefault("session_seconds", {})[arm] = _joint(row, users, "span", "sessions")
 
 
-def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> None:
+def _scores(client: Client, source: _Source, params: dict[str, Any], data: ExperimentData) -> None:
     """Every ratio metric per arm and Mann–Whitney U in one pass over the per-user sums.
 
     ``mannWhitneyUTest`` refuses an empty sample: when an arm has no scored user yet,
@@ -244,11 +302,11 @@ def _scores(client: Client, params: dict[str, Any], data: ExperimentData) -> Non
     try:
         (row,) = _rows(
             client,
-            f"SELECT {', '.join(per_arm)}, {mann_whitney} FROM ({_PER_USER_SCORES})",
+            f"SELECT {', '.join(per_arm)}, {mann_whitney} FROM ({source.scores})",
             params,
         )
     except DriverError:
-        (row,) = _rows(client, f"SELECT {', '.join(per_arm)} FROM ({_PER_USER_SCORES})", params)
+        (row,) = _rows(client, f"SELECT {', '.join(per_arm)} FROM ({source.scores})", params)
         if row["A_users"] and row["B_users"]:
             raise  # not the empty sample: a real failure
     for arm in ("A", "B"):

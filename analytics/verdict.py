@@ -43,6 +43,7 @@ from scipy.stats import chi2, norm
 from scipy.stats import t as student_t
 
 from prefloop.analytics.metrics import (
+    FAR_FUTURE,
     RATIO_METRICS,
     ArmSummary,
     ExperimentData,
@@ -90,7 +91,6 @@ SRM_THRESHOLD = 0.001
 # other, and a user assigned meanwhile by the old split is not a mismatch.
 SRM_GRACE = timedelta(seconds=60)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FAR = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class AnalysisError(PrefloopError, ValueError):
@@ -236,6 +236,13 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
 Directions = tuple[float | None, float | None]  # running minimum with B − A > 0, and < 0
 
 
+def _retained(settings: Settings, start: datetime) -> bool:
+    """Whether every event from ``start`` on is still kept: then the per-user rollups,
+    which the retention does not reach, say what the event tables say."""
+    days = settings.clickhouse_retention_days
+    return not days or start >= datetime.now(UTC) - timedelta(days=days)
+
+
 def _run_start(client: Client, experiment_id: str) -> datetime | None:
     """When the experiment id was last started (AB_STARTED), if the router recorded it:
     a run restarted under the same id does not inherit the earlier run's data or looks."""
@@ -377,13 +384,17 @@ def _analyze(
     if not experiment_id:
         raise AnalysisError("no experiment given: name one with --experiment")
     begun = _run_start(client, experiment_id)
-    start, end = start or begun or _EPOCH, end or _FAR
+    open_ended = end is None
+    start, end = start or begun or _EPOCH, end or FAR_FUTURE
     if end <= start:
         raise AnalysisError(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
         )
     history = _history(client, experiment_id, begun or _EPOCH)
-    data = experiment_data(client, experiment_id, start, end, history.threshold_ms)
+    rollups = open_ended and _retained(settings, start)
+    data = experiment_data(
+        client, experiment_id, start, None if rollups else end, history.threshold_ms
+    )
     _check_arms(client, experiment_id, data)
     alpha = settings.ab_alpha
     tested, notes = _test_all(data, 1 - alpha)

@@ -6,33 +6,42 @@ simulated experiment (``prefloop.analytics.simulate``: EVENTS / 10 users of abou
 responses each, arm B's implicit score 0.05 higher) is loaded into the typed
 tables in inserts of about 1 M rows: EVENTS rows of ``interactions`` and ``scores``
 together (half each), one exposure per user, and the 50/50 split in
-``model_events``. Nothing is merged by hand (no OPTIMIZE): the tables are read as
-loaded, after chDB's background merges went quiet, and the active parts of each
-table are reported. Then, alternating, ROUNDS times each, after one untimed
-warm-up of each (whose results are checked against each other):
+``model_events``. Each interaction and score is stamped as inserted (``_inserted_at``)
+at its own time, as the sink writes an event moments after it happens: the
+experiment ran for days before this look. Nothing is merged by hand (no OPTIMIZE):
+the tables are read as loaded, after chDB's background merges went quiet.
 
-* analyze: ``prefloop.analytics.verdict.analyze(client, settings, "bench",
-  record=False)``, everything the verdict needs aggregated in SQL (``FINAL`` reads,
-  per-user then per-arm sums, t-digest quantiles, ``mannWhitneyUTest``); the time
-  of each SQL query it sends is noted (a wrapper around the client);
-* baseline: the raw rows the same numbers need, pulled with ``query_arrow`` (scores:
-  arm, user, response, revision, score, rating, the four signals; interactions:
-  arm, user, interaction, session, ts, latency, completion tokens; exposures: arm,
-  user, ts) and turned into pandas DataFrames, then in pandas/numpy: the latest
-  revision of each response and one row per interaction (what ``FINAL`` does), the
-  per-user sums and the per-arm sufficient statistics of the six ratio metrics, arm
-  A's exact p99 latency and the share of slower requests per user, users, daily
-  active users, tokens per second, session spans, the first exposure of each user
-  for the sample ratio check, and the same tests (``prefloop.analytics.stats``:
-  delta method, Welch, chi-square) with scipy's Mann-Whitney U on the per-user mean
-  scores. Timed in three parts: transfer (``query_arrow``), ``to_pandas``, compute;
-* third in each round, a diagnostic only: ``analyze`` with ``FINAL`` taken out of its
-  queries (what reading with ``FINAL`` costs; wrong in general, right on this data).
+* first look: ``analyze`` once with no rollup yet: it builds the per-user rollups
+  (``prefloop.analytics.rollup``) from the event tables whole, then reads them;
+* then, alternating, ROUNDS times each:
 
-The check: users, responses and sessions per arm equal; every ratio metric's
-difference, interval and p-value, the session test, Mann-Whitney and the sample
-ratio check to 1e-6 relative; the latency numbers loosely (ClickHouse's p99 is a
-t-digest estimate, pandas' exact, so the exceedance threshold differs a little).
+  - analyze: ``prefloop.analytics.verdict.analyze(client, settings, "bench",
+    record=False)`` as the loop's next look runs it: the rollups brought up to date
+    (no user changed since the last build), the metrics read from them in SQL
+    (per-arm sums, t-digest quantiles, ``mannWhitneyUTest``), the ratio check from
+    ``first_exposures``; the time of each SQL statement it sends is noted;
+  - baseline: the raw rows the same numbers need, pulled with ``query_arrow``
+    (scores: arm, user, response, revision, score, rating, the four signals;
+    interactions: arm, user, interaction, session, ts, latency, completion tokens;
+    exposures: arm, user, ts) and turned into pandas DataFrames, then in
+    pandas/numpy: the latest revision of each response and one row per interaction
+    (what ``FINAL`` does), the per-user sums and the per-arm sufficient statistics
+    of the six ratio metrics, arm A's exact p99 latency and the share of slower
+    requests per user, users, daily active users, tokens per second, session spans,
+    the first exposure of each user for the sample ratio check, and the same tests
+    (``prefloop.analytics.stats``: delta method, Welch, chi-square) with scipy's
+    Mann-Whitney U on the per-user mean scores. Timed in three parts: transfer
+    (``query_arrow``), ``to_pandas``, compute;
+
+* then new traffic: 1 % more users, with their events stamped now, and ROUNDS looks
+  timed (each recomputes those users: they are within the rollup's margin for
+  inserts in flight), and one more baseline over all of it, checked against them.
+
+The check, after the warm-up and every round: users, responses and sessions per arm
+equal; every ratio metric's difference, interval and p-value, the session test,
+Mann-Whitney and the sample ratio check to 1e-6 relative; the latency numbers
+loosely (ClickHouse's p99 is a t-digest estimate, pandas' exact, so the exceedance
+threshold differs a little).
 
 Prints and writes the medians and the ratio baseline / analyze (target at least
 20x) to bench/RESULTS.md.
@@ -95,10 +104,15 @@ def log(message: str) -> None:
 # -- loading ---------------------------------------------------------------------------
 
 
-def load(client: Any) -> dict[str, int]:
-    """Simulate the experiment and insert it; returns the rows of each table."""
-    users = max(EVENTS // int(2 * RESPONSES_PER_USER), 100)
-    log(f"simulating {users:,} users (about {EVENTS:,} interaction and score rows)")
+def load(
+    client: Any, users: int, prefix: str = "u", *, as_they_happened: bool = True
+) -> dict[str, int]:
+    """Simulate ``users`` of the experiment and insert them; returns the rows of each table.
+
+    ``as_they_happened``: each interaction and score stamped as inserted at its own
+    time (the sink writes an event moments after it happens); else now.
+    """
+    log(f"simulating {users:,} users (about {users * 2 * RESPONSES_PER_USER:,.0f} rows)")
     started = time.perf_counter()
     sim = simulate_experiment(
         EXPERIMENT,
@@ -106,12 +120,15 @@ def load(client: Any) -> dict[str, int]:
         responses_per_user=RESPONSES_PER_USER,
         effect=0.05,
         start=START,
-        seed=1,
+        seed=1 if prefix == "u" else 2,
+        user_prefix=prefix,
     )
     log(f"simulated in {time.perf_counter() - started:.1f} s")
     rows = {}
     for table in ("interactions", "scores", "exposures"):
         data = getattr(sim, table)
+        if as_they_happened and table != "exposures":
+            data = data.append_column("_inserted_at", data["ts"])
         rows[table] = data.num_rows
         started = time.perf_counter()
         for offset in range(0, data.num_rows, CHUNK_ROWS):
@@ -119,8 +136,12 @@ def load(client: Any) -> dict[str, int]:
             done = min(offset + CHUNK_ROWS, data.num_rows)
             log(f"{table}: {done:,} of {data.num_rows:,} rows inserted")
         log(f"{table} loaded in {time.perf_counter() - started:.1f} s")
-    del sim
-    client.insert(  # the router's record of the split, for the sample ratio check
+    return rows
+
+
+def record_split(client: Any) -> None:
+    """The router's record of the split, for the sample ratio check."""
+    client.insert(
         "model_events",
         [
             [
@@ -134,7 +155,6 @@ def load(client: Any) -> dict[str, int]:
         ],
         column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
     )
-    return rows
 
 
 def quiet_merges(client: Any, limit_s: float = 600.0) -> float:
@@ -162,40 +182,48 @@ def active_parts(client: Any) -> dict[str, tuple[int, int]]:
 
 
 class QueryTimer:
-    """The client, noting the time of each ``query`` (by the table it reads and its first
-    aggregate) in ``times``."""
+    """The client, noting the time of each ``query`` and ``command`` (by the table it reads
+    and its first aggregate) in ``times``."""
 
-    def __init__(self, client: Any, *, strip_final: bool = False) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.strip_final = strip_final
         self.times: list[tuple[str, float]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
-    def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        if self.strip_final:
-            sql = sql.replace(" FINAL", "")
+    def _timed(self, method: str, sql: str, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        result = self.client.query(sql, *args, **kwargs)
+        result = getattr(self.client, method)(sql, *args, **kwargs)
         self.times.append((query_name(sql), time.perf_counter() - started))
         return result
+
+    def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("query", sql, *args, **kwargs)
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("command", sql, *args, **kwargs)
 
 
 def query_name(sql: str) -> str:
     text = " ".join(sql.split())
     tables = re.findall(r"FROM (\w+)( FINAL)?", text)
     table = next((t + f for t, f in tables if t not in ("system",)), "?")
-    if "mannWhitneyUTest" in text:
-        what = "per user: six ratio metrics, then per arm, and Mann-Whitney U"
+    into = re.match(r"INSERT INTO (\w+)", text)
+    if into:
+        what = f"rollup: the (changed) users' rows into `{into.group(1)}`"
+    elif "mannWhitneyUTest" in text:
+        what = "per arm: six ratio metrics over users, and Mann-Whitney U"
     elif "quantilesTDigest" in text:
         what = "per arm: t-digest latency quantiles, tokens/s, daily active users"
-    elif "countIf(latency_ms" in text:
-        what = "per session, then per user: requests slower than A's p99, sessions"
-    elif "score_sum" in text:
-        what = "per user: six ratio metrics, then per arm"
     elif "first_exposures" in text:
         what = "sample ratio check: first exposure per user"
+    elif "arrayCount(" in text or "countIf(latency_ms" in text:
+        what = "per arm: requests slower than A's p99, sessions, over users"
+    elif "rollup_builds" in text:
+        what = "rollup: its last build"
+    elif "now64" in text:
+        what = "rollup: the server's clock"
     elif "p_sequential" in text:
         what = "previous looks' sequential p-values"
     elif "metrics['split']" in text:
@@ -205,10 +233,8 @@ def query_name(sql: str) -> str:
     return f"{what} (`{table}`)"
 
 
-def analyze_run(
-    client: Any, settings: Settings, *, strip_final: bool = False
-) -> tuple[float, Verdict, list[tuple[str, float]]]:
-    timer = QueryTimer(client, strip_final=strip_final)
+def analyze_run(client: Any, settings: Settings) -> tuple[float, Verdict, list[tuple[str, float]]]:
+    timer = QueryTimer(client)
     started = time.perf_counter()
     verdict = analyze(timer, settings, EXPERIMENT, record=False)
     return time.perf_counter() - started, verdict, timer.times
@@ -472,7 +498,10 @@ def compare(verdict: Verdict, base: Baseline) -> tuple[list[str], dict[str, floa
 # -- the run ---------------------------------------------------------------------------
 
 
-ANALYZE_PATH = '`analyze(client, settings, "bench", record=False)`: all in SQL, `FINAL` reads'
+ANALYZE_PATH = (
+    '`analyze(client, settings, "bench", record=False)`: all in SQL, the per-user rollups '
+    "brought up to date, then read"
+)
 BASE_PATH = "raw rows via `query_arrow` into pandas, the same numbers in pandas/numpy/scipy"
 
 
@@ -485,11 +514,42 @@ def main() -> None:
         run(isolated_settings(Path(home)))
 
 
+def _per_query(times: list[tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for name, seconds in times:
+        out[name] += seconds
+    return out
+
+
+def _query_table(per_query: dict[str, float], total: float) -> str:
+    return "\n".join(
+        f"| {name} | {s:.2f} | {s / total:.0%} |"
+        for name, s in sorted(per_query.items(), key=lambda kv: -kv[1])
+        if s >= 0.005
+    )
+
+
+def _checked(verdict: Verdict, base: Baseline) -> dict[str, float]:
+    bad, loose = compare(verdict, base)
+    assert not bad, "the baseline disagrees with analyze:\n" + "\n".join(bad)
+    return loose
+
+
+def _looks(client: Any, settings: Settings) -> tuple[list[float], dict[str, float], Verdict]:
+    """ROUNDS looks: their times, the queries of the median one, the last verdict."""
+    runs = [analyze_run(client, settings) for _ in range(ROUNDS)]
+    seconds = [r[0] for r in runs]
+    middle = sorted(range(ROUNDS), key=lambda i: seconds[i])[(ROUNDS - 1) // 2]
+    return seconds, _per_query(runs[middle][2]), runs[-1][1]
+
+
 def run(settings: Settings) -> None:
     client = embedded_client(settings, settings.clickhouse_database)
     apply_migrations(client, settings.clickhouse_database)
     started = time.perf_counter()
-    rows = load(client)
+    users = max(EVENTS // int(2 * RESPONSES_PER_USER), 100)
+    rows = load(client, users)
+    record_split(client)
     load_s = time.perf_counter() - started
     events = rows["interactions"] + rows["scores"]
     parts_loaded = active_parts(client)
@@ -498,12 +558,10 @@ def run(settings: Settings) -> None:
     parts = active_parts(client)
     log(f"background merges quiet after {waited:.0f} s more; active parts {parts}")
 
-    log("warm-up: analyze")
-    _, verdict, _ = analyze_run(client, settings)
-    log("warm-up: baseline")
-    base = baseline_run(client, settings)
-    bad, loose = compare(verdict, base)
-    assert not bad, "the baseline disagrees with analyze:\n" + "\n".join(bad)
+    log("first look: analyze builds the per-user rollups whole")
+    first_s, verdict, first_times = analyze_run(client, settings)
+    log(f"first look {first_s:.2f} s; warm-up: baseline")
+    loose = _checked(verdict, baseline_run(client, settings))
     log(
         "the two paths agree (1e-6 relative); latency, loosely: "
         + ", ".join(f"{k} {v:+.2e}" for k, v in loose.items())
@@ -512,14 +570,10 @@ def run(settings: Settings) -> None:
     analyze_s: list[float] = []
     queries: list[dict[str, float]] = []
     bases: list[Baseline] = []
-    no_final: list[float] = []
     for n in range(ROUNDS):
         seconds, verdict, times = analyze_run(client, settings)
         analyze_s.append(seconds)
-        per_query: dict[str, float] = defaultdict(float)
-        for name, s in times:
-            per_query[name] += s
-        queries.append(per_query)
+        queries.append(_per_query(times))
         bases.append(baseline_run(client, settings))
         b = bases[-1]
         log(
@@ -527,42 +581,32 @@ def run(settings: Settings) -> None:
             f"{b.transfer_s:.2f} query_arrow + {b.to_pandas_s:.2f} to_pandas + "
             f"{b.compute_s:.2f} pandas/numpy/scipy"
         )
-        bad, _ = compare(verdict, b)
-        assert not bad, bad
-        # a diagnostic, not a path: the same queries with FINAL taken out (wrong in general, as
-        # a revised score or a duplicate would count twice; this data has neither)
-        seconds, plain, _ = analyze_run(client, settings, strip_final=True)
-        no_final.append(seconds)
-        assert _close(
-            plain.metric("implicit_score").difference, verdict.metric("implicit_score").difference
-        )
-        log(f"round {n + 1}: analyze with FINAL taken out {seconds:.2f} s")
+        _checked(verdict, b)
+
+    late_users = max(users // 100, 1)
+    log(f"new traffic: {late_users:,} more users, inserted now")
+    late = load(client, late_users, "late-", as_they_happened=False)
+    late_events = late["interactions"] + late["scores"]
+    quiet_merges(client)
+    late_s, late_queries, late_verdict = _looks(client, settings)
+    log(f"looks after the new traffic: {_runs(late_s)} s; baseline over all of it")
+    late_base = baseline_run(client, settings)
+    _checked(late_verdict, late_base)
     parts_after = active_parts(client)
 
     analyze_med = median(analyze_s)
-    no_final_med = median(no_final)
-    final_cost = (
-        f"reading with `FINAL` costs {analyze_med - no_final_med:.2f} s of the {analyze_med:.2f} s"
-        if analyze_med - no_final_med > 0.05 * analyze_med
-        else "reading with `FINAL` costs nothing measurable here (the noise is larger)"
-    )
     base_med = median([b.seconds for b in bases])
+    late_med = median(late_s)
     transfer, to_pandas, compute = (
         median([getattr(b, f) for b in bases]) for f in ("transfer_s", "to_pandas_s", "compute_s")
     )
-    ratio = base_med / analyze_med
-    # the queries of the run whose total is the median (so that they add up to it)
+    ratio, late_ratio, first_ratio = (
+        base_med / analyze_med,
+        late_base.seconds / late_med,
+        base_med / first_s,
+    )
     middle = sorted(range(ROUNDS), key=lambda i: analyze_s[i])[(ROUNDS - 1) // 2]
     query_med = queries[middle]
-    scans: dict[str, int] = defaultdict(int)
-    for name in query_med:
-        scans[name.rsplit("(", 1)[1].strip("`)")] += 1
-    scans_line = ", ".join(f"`{t}` {n} times" for t, n in scans.items() if n > 1)
-    query_rows = "\n".join(
-        f"| {name} | {s:.2f} | {s / analyze_med:.0%} |"
-        for name, s in sorted(query_med.items(), key=lambda kv: -kv[1])
-    )
-    in_queries = sum(query_med.values())
     verdict_line = f"{verdict.decision}: {verdict.reason}"
     parts_line = ", ".join(
         f"`{t}` {p} ({r:,} rows)" for t, (p, r) in sorted(parts.items()) if t != "first_exposures"
@@ -570,47 +614,84 @@ def run(settings: Settings) -> None:
     loaded_line = ", ".join(
         f"`{t}` {p}" for t, (p, _) in sorted(parts_loaded.items()) if t != "first_exposures"
     )
-    target = "meets" if ratio >= 20 else "misses"
+    target = "meets" if min(ratio, late_ratio) >= 20 else "misses"
+    looks_rows = "\n".join(
+        f"| {what} | {a} | {runs} | {b:.2f} | {r} |"
+        for what, a, runs, b, r in (
+            (
+                "the next look: no user changed since the last build",
+                f"{analyze_med:.2f}",
+                _runs(analyze_s),
+                base_med,
+                f"**{ratio:.1f}x**",
+            ),
+            (
+                f"after new traffic: {late_users:,} more users ({late_events:,} events) "
+                "inserted now, recomputed at each look",
+                f"{late_med:.2f}",
+                _runs(late_s),
+                late_base.seconds,
+                f"**{late_ratio:.1f}x**",
+            ),
+            (
+                "the first look: builds the rollups from the event tables whole",
+                f"{first_s:.2f}",
+                "one",
+                base_med,
+                f"{first_ratio:.1f}x",
+            ),
+        )
+    )
     body = f"""
 {events:,} events of one simulated experiment ({rows["interactions"]:,} interactions and as
 many scores, {rows["exposures"]:,} users with one exposure each, arm B's implicit score
 +0.05) loaded into chDB opened in the benchmark process, in inserts of {CHUNK_ROWS:,} rows
-({load_s:.0f} s with the simulation). No OPTIMIZE: read as loaded once background merges went
-quiet; active parts then: {parts_line} (right after the inserts: {loaded_line}).
-{ROUNDS} alternating runs each after an untimed warm-up of both; the verdict:
-{verdict_line}.
+({load_s:.0f} s with the simulation), each event stamped as inserted at its own time (the
+experiment ran for days before these looks). No OPTIMIZE: read as loaded once background
+merges went quiet; active parts then: {parts_line} (right after the inserts: {loaded_line}).
+The verdict: {verdict_line}.
 
-| path | median s | runs |
+| look | `analyze` s (median) | runs | baseline s (median) | ratio |
+|---|---|---|---|---|
+{looks_rows}
+
+`analyze` is `{ANALYZE_PATH}`; the baseline: {BASE_PATH}. {ROUNDS} rounds of each, the
+next looks alternating with the baseline; the looks after new traffic one after another, then
+one baseline over all the data. Target at least 20x: it {target} it, for the looks the loop
+makes once the rollups exist (the first look of an experiment builds them, at
+{first_ratio:.1f}x).
+
+The baseline's time (medians): {transfer:.2f} s moving {bases[-1].transfer_mb:,.0f} MB of Arrow
+out of chDB (`query_arrow`), {to_pandas:.2f} s in `to_pandas`, {compute:.2f} s computing
+(dropping duplicates as `FINAL` does, the per-user and per-session group-bys, exact
+quantiles, the tests, scipy's Mann-Whitney U). Both paths agree after every look: users,
+responses, sessions, DAU and tokens/s per arm, and the difference, interval and p-value of
+the six ratio metrics and of the session test, Mann-Whitney U and p, and the sample ratio
+check, to 1e-6 relative. The latency numbers are compared loosely only: ClickHouse's
+quantiles are t-digest estimates (arm A's p99 off by {loose["A p99"]:+.3%} from the exact
+one), so the threshold of the "slower than A's p99" guardrail differs a little.
+
+Where the next look's time goes (each statement of the run with the median total,
+{analyze_s[middle]:.2f} s; the rest is Python and the tests):
+
+| statement (table read) | median s | share |
 |---|---|---|
-| {ANALYZE_PATH} | {analyze_med:.2f} | {_runs(analyze_s)} |
-| {BASE_PATH} | {base_med:.2f} | {_runs([b.seconds for b in bases])} |
+{_query_table(query_med, analyze_med)}
 
-Ratio baseline / analyze: **{ratio:.1f}x** (target at least 20x: it {target} it). The
-baseline's time (medians): {transfer:.2f} s moving {bases[-1].transfer_mb:,.0f} MB of Arrow out
-of chDB (`query_arrow`), {to_pandas:.2f} s in `to_pandas`, {compute:.2f} s computing (dropping
-duplicates as `FINAL` does, the per-user and per-session group-bys, exact quantiles, the
-tests, scipy's Mann-Whitney U). Both paths agree: users, responses, sessions, DAU and
-tokens/s per arm, and the difference, interval and p-value of the six ratio metrics and of
-the session test, Mann-Whitney U and p, and the sample ratio check, to 1e-6 relative. The
-latency numbers are compared loosely only: ClickHouse's quantiles are t-digest estimates
-(arm A's p99 off by {loose["A p99"]:+.3%} from the exact one), so the threshold of the
-"slower than A's p99" guardrail differs a little between the paths.
+And a look after the new traffic (the median one):
 
-Where analyze's time goes (each query of the run with the median total, {analyze_s[middle]:.2f} s;
-together {in_queries:.2f} s, the rest is Python and the tests). Each query reads and groups
-the rows anew: {scans_line}.
-
-| query (table read) | median s | share |
+| statement (table read) | s | share |
 |---|---|---|
-{query_rows}
+{_query_table(late_queries, late_med)}
 
-A diagnostic, not a path, run third in each round: the same `analyze` with `FINAL` taken out
-of every query (wrong in general, since a revised score or a client's duplicate would then
-count twice; this data has neither) takes {no_final_med:.2f} s (median; runs
-{_runs(no_final)}), so {final_cost}, with the parts above.
+And the first look, {first_s:.2f} s:
+
+| statement (table read) | s | share |
+|---|---|---|
+{_query_table(_per_query(first_times), first_s)}
 
 A shared 2-core machine: chDB runs each query on both cores, so the times move with
-whatever else runs; read the medians and the ratio.
+whatever else runs; read the medians and the ratios.
 """
     title = f"Analytics: ab analyze over {events / 1e6:.0f} M events of {rows['exposures']:,} users"
     write_section(f"{title} vs pandas", body)

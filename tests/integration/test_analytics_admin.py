@@ -28,6 +28,7 @@ from prefloop.analytics.export import (
     parse_time,
 )
 from prefloop.analytics.forget import FORGET_ORDER, ForgetError, forget_user, forgotten_users
+from prefloop.analytics.rollup import refresh
 from prefloop.clickhouse.client import connect
 from prefloop.clickhouse.migrations import RETENTION_TABLES, apply_migrations, apply_retention
 from prefloop.errors import ClickHouseError
@@ -385,15 +386,23 @@ def seed_user(client: Client, user: str, day: datetime) -> dict[str, int]:
     """
     c1, c2 = uid("c"), uid("c")
     i1, i2, i3 = uid("i"), uid("i"), uid("i")
+    arm = {"experiment_id": f"exp-{user}", "arm": "A"}  # an experiment of their own
     put(
         client,
         "interactions",
-        interaction(i1, user, c1, day),
-        interaction(i2, user, c1, day + timedelta(minutes=1)),
-        interaction(i3, user, c2, day + timedelta(minutes=2)),
+        interaction(i1, user, c1, day, **arm),
+        interaction(i2, user, c1, day + timedelta(minutes=1), **arm),
+        interaction(i3, user, c2, day + timedelta(minutes=2), **arm),
     )
     put(client, "feedback", feedback(user, c1, i1, day), feedback(user, c2, i3, day))
-    put(client, "scores", score(i1, user, c1, 0), score(i2, user, c1, 0), score(i3, user, c2, 0))
+    put(
+        client,
+        "scores",
+        score(i1, user, c1, 0, **arm),
+        score(i2, user, c1, 0, **arm),
+        score(i3, user, c2, 0, **arm),
+    )
+    refresh(client, arm["experiment_id"], at("2026-01-01T00:00:00"))  # the per-user rollups
     put(client, "exposures", exposure(user, c1, day), exposure(user, "", day))
     put(client, "preferences", preference(user, c1, i1, i2, day))
     put(client, "annotation_tasks", task(i3, "", day), task("", c1, day))
@@ -414,6 +423,8 @@ def seed_user(client: Client, user: str, day: datetime) -> dict[str, int]:
         "annotation_results": 1,
         "annotation_tasks": 2,
         "first_exposures": 1,  # both exposures: one experiment and arm
+        "interactions_by_user": 1,
+        "scores_by_user": 1,
         "feedback": 2,
         "scores": 3,
         "exposures": 2,
