@@ -91,7 +91,7 @@ GROUP BY user_id HAVING min(arm) = max(arm)
 # of the pair (as uniqExact hashes strings), cheaper than arrays of days per user
 _SUMMARY = f"""
 SELECT arm, any(toString(model_version)) AS model_version,
-       quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) AS latency,
+       quantilesExactInclusive(0.5, 0.95, 0.99)(latency_ms) AS latency,
        sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
        uniqExact(toDate(ts)) AS active_days,
        uniqExact(cityHash64(user_id, toDate(ts))) AS user_days
@@ -117,7 +117,7 @@ GROUP BY user_id
 _ROLLUP = "experiment_id = {experiment:String} AND since = {start:DateTime64(3)}"
 _ROLLUP_SUMMARY = f"""
 SELECT arm, any(toString(model_version)) AS model_version,
-       quantilesTDigestArray(0.5, 0.95, 0.99)(latencies) AS latency,
+       quantilesExactInclusiveArray(0.5, 0.95, 0.99)(latencies) AS latency,
        sum(completion_tokens) / greatest(sum(latency_sum), 1) * 1000 AS tokens_per_second,
        uniqExactArray(days) AS active_days,
        sum(length(days)) AS user_days

@@ -33,10 +33,12 @@ MARGIN = timedelta(minutes=5)
 _IN_WINDOW = (
     "experiment_id = {experiment:String} AND arm IN ('A', 'B') AND ts >= {since:DateTime64(3)}"
 )
-_CHANGED = (
-    "user_id IN (SELECT user_id FROM {source} WHERE experiment_id = {{experiment:String}} "
-    "AND _inserted_at >= {{changed_since:DateTime64(6)}})"
+# the rows of an event table inserted since the previous build (less the margin)
+_NEW_ROWS = (
+    "FROM {source} WHERE experiment_id = {{experiment:String}} "
+    "AND _inserted_at >= {{changed_since:DateTime64(6)}}"
 )
+_CHANGED = f"AND user_id IN (SELECT user_id {_NEW_ROWS})"
 # the user's rows per arm; ``moved``: the user has rows in both arms
 _KEYS = (
     "{experiment:String} AS experiment_id, {since:DateTime64(3)} AS since, user_id, arm, "
@@ -113,6 +115,10 @@ def last_build(client: Client, experiment_id: str, since: datetime) -> datetime 
 def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
     """Bring both rollups of ``experiment_id`` from ``since`` up to date.
 
+    The first time, from every user's rows; then from the rows of the users with a
+    row inserted since the previous build began (less :data:`MARGIN`), and not at
+    all for a table that received none.
+
     Safe to run from several processes at once and to stop at any point: a user's
     rows are replaced whole by a newer computation, and the build is recorded last,
     so an interrupted one is done again from the previous build.
@@ -120,11 +126,18 @@ def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
     snapshot = _now(client)
     previous = last_build(client, experiment_id, since)
     params: dict[str, Any] = {"experiment": experiment_id, "since": since, "snapshot": snapshot}
+    changed = {source: "" for source in _ROLLUPS}  # everyone, the first time
     if previous is not None:
         params["changed_since"] = previous - MARGIN
-    for source, sql in _ROLLUPS.items():
-        changed = "" if previous is None else "AND " + _CHANGED.format(source=source)
-        client.command(sql.replace("{changed}", changed), parameters=params)
+        counts = ", ".join(f"(SELECT count() {_NEW_ROWS.format(source=s)})" for s in _ROLLUPS)
+        new_rows = client.query(f"SELECT {counts}", parameters=params).result_rows[0]
+        changed = {
+            source: _CHANGED.format(source=source)
+            for source, rows in zip(_ROLLUPS, new_rows, strict=True)
+            if rows
+        }
+    for source, condition in changed.items():
+        client.command(_ROLLUPS[source].replace("{changed}", condition), parameters=params)
     client.insert(
         "rollup_builds",
         [[experiment_id, since, snapshot]],

@@ -18,7 +18,7 @@ the tables are read as loaded, after chDB's background merges went quiet.
   - analyze: ``prefloop.analytics.verdict.analyze(client, settings, "bench",
     record=False)`` as the loop's next look runs it: the rollups brought up to date
     (no user changed since the last build), the metrics read from them in SQL
-    (per-arm sums, t-digest quantiles, ``mannWhitneyUTest``), the ratio check from
+    (per-arm sums, exact latency quantiles, ``mannWhitneyUTest``), the ratio check from
     ``first_exposures``; the time of each SQL statement it sends is noted;
   - baseline: the raw rows the same numbers need, pulled with ``query_arrow``
     (scores: arm, user, response, revision, score, rating, the four signals;
@@ -38,10 +38,9 @@ the tables are read as loaded, after chDB's background merges went quiet.
   inserts in flight), and one more baseline over all of it, checked against them.
 
 The check, after the warm-up and every round: users, responses and sessions per arm
-equal; every ratio metric's difference, interval and p-value, the session test,
-Mann-Whitney and the sample ratio check to 1e-6 relative; the latency numbers
-loosely (ClickHouse's p99 is a t-digest estimate, pandas' exact, so the exceedance
-threshold differs a little).
+equal; the latency quantiles, every ratio metric's difference, interval and p-value
+(the latency guardrail's too), the session test, Mann-Whitney and the sample ratio
+check to 1e-6 relative.
 
 Prints and writes the medians and the ratio baseline / analyze (target at least
 20x) to bench/RESULTS.md.
@@ -214,8 +213,8 @@ def query_name(sql: str) -> str:
         what = f"rollup: the (changed) users' rows into `{into.group(1)}`"
     elif "mannWhitneyUTest" in text:
         what = "per arm: six ratio metrics over users, and Mann-Whitney U"
-    elif "quantilesTDigest" in text:
-        what = "per arm: t-digest latency quantiles, tokens/s, daily active users"
+    elif "quantilesExact" in text:
+        what = "per arm: latency quantiles, tokens/s, daily active users"
     elif "first_exposures" in text:
         what = "sample ratio check: first exposure per user"
     elif "arrayCount(" in text or "countIf(latency_ms" in text:
@@ -432,8 +431,8 @@ def _close(a: float, b: float, rtol: float = RTOL) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
 
 
-def compare(verdict: Verdict, base: Baseline) -> tuple[list[str], dict[str, float]]:
-    """Mismatches beyond 1e-6 relative (exact numbers), and the loose latency differences."""
+def compare(verdict: Verdict, base: Baseline) -> list[str]:
+    """Mismatches beyond 1e-6 relative."""
     bad: list[str] = []
     for arm in ("A", "B"):
         sql, pd_ = verdict.arms[arm], base.data.arms[arm]
@@ -446,13 +445,13 @@ def compare(verdict: Verdict, base: Baseline) -> tuple[list[str], dict[str, floa
             bad.append(f"arm {arm}: DAU {sql.daily_active_users} vs {pd_.daily_active_users}")
         if not _close(sql.tokens_per_second, pd_.tokens_per_second):
             bad.append(f"arm {arm}: tokens/s {sql.tokens_per_second} vs {pd_.tokens_per_second}")
+        for q, a, b in zip(("p50", "p95", "p99"), sql.latency_ms, pd_.latency_ms, strict=True):
+            if not _close(a, b):
+                bad.append(f"arm {arm}: latency {q} {a} vs {b}")
     for name, test in base.tests.items():
         got = verdict.metric(name)
-        exact = name != "latency_p99"
         if (got.n_a, got.n_b) != (test.n_a, test.n_b):
             bad.append(f"{name}: n {got.n_a}/{got.n_b} vs {test.n_a}/{test.n_b}")
-        if not exact:
-            continue
         p = float(sps.norm.sf(test.statistic)) if got.role == "guardrail" else test.p_value
         for what, a, b in (
             ("difference", got.difference, test.estimate),
@@ -473,26 +472,7 @@ def compare(verdict: Verdict, base: Baseline) -> tuple[list[str], dict[str, floa
         and verdict.srm.observed == base.srm.observed
     ):
         bad.append(f"sample ratio check: {verdict.srm.statistic} vs {base.srm.statistic}")
-    loose = {}
-    for arm in ("A", "B"):
-        for q, a, b in zip(
-            ("p50", "p95", "p99"),
-            verdict.arms[arm].latency_ms,
-            base.data.arms[arm].latency_ms,
-            strict=True,
-        ):
-            loose[f"{arm} {q}"] = a / b - 1
-    slow = verdict.metric("latency_p99")
-    loose["share slower than A's p99, arm A"] = (
-        slow.value_a
-        / base.data.ratios["latency_p99"]["A"].sum_x
-        * base.data.ratios["latency_p99"]["A"].sum_y
-        - 1
-    )
-    loose["latency_p99 difference B-A (absolute)"] = (
-        slow.difference - base.tests["latency_p99"].estimate
-    )
-    return bad, loose
+    return bad
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -529,10 +509,9 @@ def _query_table(per_query: dict[str, float], total: float) -> str:
     )
 
 
-def _checked(verdict: Verdict, base: Baseline) -> dict[str, float]:
-    bad, loose = compare(verdict, base)
+def _checked(verdict: Verdict, base: Baseline) -> None:
+    bad = compare(verdict, base)
     assert not bad, "the baseline disagrees with analyze:\n" + "\n".join(bad)
-    return loose
 
 
 def _looks(client: Any, settings: Settings) -> tuple[list[float], dict[str, float], Verdict]:
@@ -561,11 +540,8 @@ def run(settings: Settings) -> None:
     log("first look: analyze builds the per-user rollups whole")
     first_s, verdict, first_times = analyze_run(client, settings)
     log(f"first look {first_s:.2f} s; warm-up: baseline")
-    loose = _checked(verdict, baseline_run(client, settings))
-    log(
-        "the two paths agree (1e-6 relative); latency, loosely: "
-        + ", ".join(f"{k} {v:+.2e}" for k, v in loose.items())
-    )
+    _checked(verdict, baseline_run(client, settings))
+    log("the two paths agree (1e-6 relative)")
 
     analyze_s: list[float] = []
     queries: list[dict[str, float]] = []
@@ -665,11 +641,10 @@ The baseline's time (medians): {transfer:.2f} s moving {bases[-1].transfer_mb:,.
 out of chDB (`query_arrow`), {to_pandas:.2f} s in `to_pandas`, {compute:.2f} s computing
 (dropping duplicates as `FINAL` does, the per-user and per-session group-bys, exact
 quantiles, the tests, scipy's Mann-Whitney U). Both paths agree after every look: users,
-responses, sessions, DAU and tokens/s per arm, and the difference, interval and p-value of
-the six ratio metrics and of the session test, Mann-Whitney U and p, and the sample ratio
-check, to 1e-6 relative. The latency numbers are compared loosely only: ClickHouse's
-quantiles are t-digest estimates (arm A's p99 off by {loose["A p99"]:+.3%} from the exact
-one), so the threshold of the "slower than A's p99" guardrail differs a little.
+responses, sessions, DAU, tokens/s and the latency p50/p95/p99 per arm (exact quantiles,
+interpolated as numpy does), and the difference, interval and p-value of the six ratio
+metrics, of the latency guardrail and of the session test, Mann-Whitney U and p, and the
+sample ratio check, to 1e-6 relative.
 
 Where the next look's time goes (each statement of the run with the median total,
 {analyze_s[middle]:.2f} s; the rest is Python and the tests):
