@@ -219,6 +219,8 @@ def query_name(sql: str) -> str:
         what = "sample ratio check: first exposure per user"
     elif "arrayCount(" in text or "countIf(latency_ms" in text:
         what = "per arm: requests slower than A's p99, sessions, over users"
+    elif "_inserted_at >=" in text and "INSERT" not in text:
+        what = "rollup: rows inserted since its last build"
     elif "rollup_builds" in text:
         what = "rollup: its last build"
     elif "now64" in text:
@@ -631,7 +633,7 @@ The verdict: {verdict_line}.
 |---|---|---|---|---|
 {looks_rows}
 
-`analyze` is `{ANALYZE_PATH}`; the baseline: {BASE_PATH}. {ROUNDS} rounds of each, the
+`analyze`: {ANALYZE_PATH}; the baseline: {BASE_PATH}. {ROUNDS} rounds of each, the
 next looks alternating with the baseline; the looks after new traffic one after another, then
 one baseline over all the data. Target at least 20x: it {target} it, for the looks the loop
 makes once the rollups exist (the first look of an experiment builds them, at
