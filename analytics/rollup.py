@@ -14,7 +14,9 @@ A rollup belongs to a window start (``since``: the run's start), since every row
 it counts only the events from then on. Rows deleted from the event tables leave a
 stale rollup: ``prefloop forget`` deletes the user's rollup rows too, and the verdict
 reads the event tables directly once the retention may have dropped rows of the
-window (see :func:`prefloop.analytics.verdict.analyze`).
+window (see :func:`prefloop.analytics.verdict.analyze`). The rollups' own rows age
+out with the retention, counted from ``computed_at``: one the verdict still reads
+was computed after its window began, within the retention.
 """
 
 from __future__ import annotations

@@ -24,20 +24,25 @@ from prefloop.errors import ClickHouseError
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
-# The event tables with a ``ts`` column, whose rows age out after the retention.
+# The tables whose rows age out after the retention -> the time they age from: the
+# event tables' ``ts``, and when the verdict's per-user rollups were computed (a row
+# is recomputed while its user's events come in; the verdict reads the rollups only
+# for a window that starts within the retention, whose rows are younger still).
 # The aggregates (first_exposures, arm_daily) and forgotten_users are kept.
-RETENTION_TABLES = (
-    "interactions",
-    "feedback",
-    "scores",
-    "exposures",
-    "model_events",
-    "preferences",
-    "annotation_tasks",
-    "annotation_results",
-    "dead_letters",
-    "raw_events",
-)
+RETENTION_TABLES = {
+    "interactions": "ts",
+    "feedback": "ts",
+    "scores": "ts",
+    "exposures": "ts",
+    "model_events": "ts",
+    "preferences": "ts",
+    "annotation_tasks": "ts",
+    "annotation_results": "ts",
+    "dead_letters": "ts",
+    "raw_events": "ts",
+    "interactions_by_user": "computed_at",
+    "scores_by_user": "computed_at",
+}
 _TABLE_TTL = re.compile(r"\sTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
 _NO_TTL = re.compile(r"doesn't have any table TTL|no table TTL|no TTL", re.I)
 
@@ -122,8 +127,8 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
 def apply_retention(client: Client, days: int) -> list[str]:
     """Keep the rows of the event tables ``days`` days after their ``ts`` (0: forever).
 
-    Sets ``TTL toDateTime(ts) + INTERVAL days DAY`` on each table of
-    :data:`RETENTION_TABLES` in the client's database, or removes the TTL when
+    Sets ``TTL toDateTime(ts) + INTERVAL days DAY`` (or the table's own time column)
+    on each table of :data:`RETENTION_TABLES` in the client's database, or removes the TTL when
     ``days`` is 0. Idempotent: a table whose TTL is already the wanted one is left
     alone (setting a TTL rewrites the table's parts to drop the expired rows, which
     is not worth repeating at every start). Tables the database lacks are skipped.
@@ -134,7 +139,6 @@ def apply_retention(client: Client, days: int) -> list[str]:
             f"retention of {days!r} days is not valid: give a whole number of days, 0 to keep "
             "every row (PREFLOOP_CLICKHOUSE_RETENTION_DAYS)"
         )
-    wanted = f"toDateTime(ts) + toIntervalDay({days})" if days else None
     try:
         rows = client.query(
             "SELECT name, engine_full FROM system.tables "
@@ -145,15 +149,15 @@ def apply_retention(client: Client, days: int) -> list[str]:
         raise ClickHouseError(f"cannot read the event tables' TTL: {exc}") from exc
     engines = {str(name): str(engine) for name, engine in rows}
     changed = []
-    for table in RETENTION_TABLES:
+    for table, column in RETENTION_TABLES.items():
         if table not in engines:
             continue
         match = _TABLE_TTL.search(engines[table])
         current = match.group(1).strip() if match else None
-        if current == wanted:
+        if current == (f"toDateTime({column}) + toIntervalDay({days})" if days else None):
             continue
         if days:
-            statement = f"ALTER TABLE {table} MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY"
+            statement = f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"
         else:
             statement = f"ALTER TABLE {table} REMOVE TTL"
         try:

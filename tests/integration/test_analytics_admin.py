@@ -517,9 +517,9 @@ def ttl_of(client: Client, table: str) -> str:
 
 
 def test_the_owner_applies_the_configured_retention(client: Client) -> None:
-    for table in RETENTION_TABLES:
-        assert (
-            ttl_of(client, table) == f"TTL toDateTime(ts) + toIntervalDay({STORE_RETENTION_DAYS})"
+    for table, column in RETENTION_TABLES.items():
+        assert ttl_of(client, table) == (
+            f"TTL toDateTime({column}) + toIntervalDay({STORE_RETENTION_DAYS})"
         )
     assert ttl_of(client, "first_exposures") == ""
     assert ttl_of(client, "forgotten_users") == ""
@@ -539,8 +539,10 @@ def test_apply_retention_sets_and_removes_the_ttl_idempotently(
         other.query("SHOW CREATE TABLE interactions").result_rows[0][0]
     )
     assert all(
-        ttl_of(other, t) == "TTL toDateTime(ts) + toIntervalDay(30)" for t in RETENTION_TABLES
+        ttl_of(other, t) == f"TTL toDateTime({c}) + toIntervalDay(30)"
+        for t, c in RETENTION_TABLES.items()
     )
+    assert ttl_of(other, "scores_by_user") == "TTL toDateTime(computed_at) + toIntervalDay(30)"
     assert apply_retention(other, 30) == []
     assert apply_retention(other, 7) == list(RETENTION_TABLES)
     assert ttl_of(other, "raw_events") == "TTL toDateTime(ts) + toIntervalDay(7)"
