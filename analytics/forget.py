@@ -70,13 +70,14 @@ _CONDITIONS: dict[str, str] = {
     "annotation_results": _BY_TASK,
     "annotation_tasks": _BY_TASK,
     "first_exposures": _USER,
-    "interactions_by_user": _USER,
-    "scores_by_user": _USER,
     "feedback": _USER,
     "scores": _USER,
     "exposures": _USER,
     "preferences": _USER,
     "interactions": _USER,
+    # last: whatever a look meanwhile rebuilt from their remaining rows goes too
+    "interactions_by_user": _USER,
+    "scores_by_user": _USER,
 }
 FORGET_ORDER = tuple(_CONDITIONS)
 

@@ -67,7 +67,7 @@ RATIO_METRICS = {
     "report_rate": ("n_reported", "responses"),
 }
 
-_WINDOW = "ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
+_WINDOW = "ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}"
 _IN_EXPERIMENT = f"experiment_id = {{experiment:String}} AND arm IN ('A', 'B') AND {_WINDOW}"
 # the sums of each user's mean score and its square (Moments of the per-user means)
 _MEAN_SCORE_SUMS = [
@@ -114,7 +114,7 @@ GROUP BY user_id
 
 # the same three from the per-user rollups (prefloop.analytics.rollup): one row per user
 # and arm already, so no grouping by user; a moved user counted once, on their A row
-_ROLLUP = "experiment_id = {experiment:String} AND since = {start:DateTime64(3)}"
+_ROLLUP = "experiment_id = {experiment:String} AND since = {start:DateTime64(3, 'UTC')}"
 _ROLLUP_SUMMARY = f"""
 SELECT arm, any(toString(model_version)) AS model_version,
        quantilesExactInclusiveArray(0.5, 0.95, 0.99)(latencies) AS latency,

@@ -22,7 +22,7 @@ was computed after its window began, within the retention.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -33,18 +33,20 @@ __all__ = ["MARGIN", "Build", "refresh"]
 MARGIN = timedelta(minutes=5)
 
 _IN_WINDOW = (
-    "experiment_id = {experiment:String} AND arm IN ('A', 'B') AND ts >= {since:DateTime64(3)}"
+    "experiment_id = {experiment:String} AND arm IN ('A', 'B') "
+    "AND ts >= {since:DateTime64(3, 'UTC')}"
 )
 # the rows of an event table inserted since the previous build (less the margin)
 _NEW_ROWS = (
     "FROM {source} WHERE experiment_id = {{experiment:String}} "
-    "AND _inserted_at >= {{changed_since:DateTime64(6)}}"
+    "AND _inserted_at >= {{changed_since:DateTime64(6, 'UTC')}}"
 )
 _CHANGED = f"AND user_id IN (SELECT user_id {_NEW_ROWS})"
 # the user's rows per arm; ``moved``: the user has rows in both arms
 _KEYS = (
-    "{experiment:String} AS experiment_id, {since:DateTime64(3)} AS since, user_id, arm, "
-    "count() OVER (PARTITION BY user_id) > 1 AS moved, {snapshot:DateTime64(6)} AS computed_at"
+    "{experiment:String} AS experiment_id, {since:DateTime64(3, 'UTC')} AS since, user_id, arm, "
+    "count() OVER (PARTITION BY user_id) > 1 AS moved, "
+    "{snapshot:DateTime64(6, 'UTC')} AS computed_at"
 )
 
 # per session, then per user and arm: what the summary and the session and latency
@@ -99,19 +101,25 @@ class Build:
     whole: bool
 
 
+def _utc(value: datetime) -> datetime:
+    """A time the client returned, naive in UTC or aware, as an aware UTC time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _now(client: Client) -> datetime:
+    """The server's clock, which stamps ``_inserted_at``."""
     (now,) = client.query("SELECT now64(6, 'UTC')").result_rows[0]
-    return now
+    return _utc(now)
 
 
 def last_build(client: Client, experiment_id: str, since: datetime) -> datetime | None:
     """Up to when the rollups of (experiment, since) were last brought, if ever."""
     (built,) = client.query(
         "SELECT maxOrNull(built_to) FROM rollup_builds "
-        "WHERE experiment_id = {experiment:String} AND since = {since:DateTime64(3)}",
+        "WHERE experiment_id = {experiment:String} AND since = {since:DateTime64(3, 'UTC')}",
         parameters={"experiment": experiment_id, "since": since},
     ).result_rows[0]
-    return built
+    return None if built is None else _utc(built)
 
 
 def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
@@ -140,9 +148,9 @@ def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
         }
     for source, condition in changed.items():
         client.command(_ROLLUPS[source].replace("{changed}", condition), parameters=params)
-    client.insert(
-        "rollup_builds",
-        [[experiment_id, since, snapshot]],
-        column_names=["experiment_id", "since", "built_to"],
+    client.command(  # bound as the rollups' rows are, so that last_build finds it
+        "INSERT INTO rollup_builds (experiment_id, since, built_to) SELECT "
+        "{experiment:String}, {since:DateTime64(3, 'UTC')}, {snapshot:DateTime64(6, 'UTC')}",
+        parameters=params,
     )
     return Build(experiment_id, since, snapshot, whole=previous is None)

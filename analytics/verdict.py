@@ -384,14 +384,14 @@ def _analyze(
     if not experiment_id:
         raise AnalysisError("no experiment given: name one with --experiment")
     begun = _run_start(client, experiment_id)
-    open_ended = end is None
+    whole_run = start is None and end is None
     start, end = start or begun or _EPOCH, end or FAR_FUTURE
     if end <= start:
         raise AnalysisError(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
         )
     history = _history(client, experiment_id, begun or _EPOCH)
-    rollups = open_ended and _retained(settings, start)
+    rollups = whole_run and _retained(settings, start)
     data = experiment_data(
         client, experiment_id, start, None if rollups else end, history.threshold_ms
     )

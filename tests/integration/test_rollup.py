@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -150,23 +152,52 @@ def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Sett
     assert rows_of(client, "scores_by_user", "rolled", third) == new_users + 1 + 2
 
 
-def test_the_verdict_reads_the_rollups_only_for_a_window_still_kept_whole(
-    store: Settings,
-) -> None:
+def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Settings) -> None:
     client = connect(store)
     load(client, simulate_experiment("kept", 300, seed=23, user_prefix="kp-", start=START))
-    analyze(client, store, "kept", end=FAR, split=50.0)  # a closed window: the event tables
-    assert last_build(client, "kept", datetime(1970, 1, 1, tzinfo=UTC)) is None
-    # a retention that may have dropped rows since the window's start: the event tables
-    short = store.with_overrides(clickhouse_retention_days=1)
-    analyze(client, short, "kept", start=SINCE, split=50.0)
+    client.insert(  # the router's record of the run's start
+        "model_events",
+        [["kept-start", SINCE, "AB_STARTED", "v2", "kept", {"split": 50.0}]],
+        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
+    )
+    analyze(client, store, "kept", end=FAR, split=50.0)  # windows: the event tables
+    analyze(client, store, "kept", start=SINCE, split=50.0)
     assert last_build(client, "kept", SINCE) is None
-    kept = analyze(client, store, "kept", start=SINCE, split=50.0)
+    # a retention that may have dropped rows since the run's start: the event tables
+    analyze(client, store.with_overrides(clickhouse_retention_days=1), "kept", split=50.0)
+    assert last_build(client, "kept", SINCE) is None
+    whole = analyze(client, store, "kept", split=50.0)
     assert last_build(client, "kept", SINCE) is not None
     windowed = analyze(client, store, "kept", start=SINCE, end=FAR, split=50.0)
-    got, want = kept.metric("implicit_score"), windowed.metric("implicit_score")
+    got, want = whole.metric("implicit_score"), windowed.metric("implicit_score")
     assert (got.n_a, got.n_b) == (want.n_a, want.n_b)
     assert (got.difference, got.p_value) == pytest.approx((want.difference, want.p_value))
+
+
+def test_the_rollups_follow_new_rows_on_a_clock_behind_utc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store and this process eight hours behind UTC: a build's time and the rows'
+    insertion times are still compared in one zone, so new rows are not missed."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        settings = isolated_settings(tmp_path)
+        process = start_store(settings)  # with this environment, TZ included
+        try:
+            client = connect(settings)
+            sim = simulate_experiment("west", 200, seed=25, user_prefix="we-", start=START)
+            load(client, sim, inserted_at=LONG_AGO)
+            assert_same(*both_paths(client, "west"))
+            load(client, simulate_experiment("west", 5, seed=26, user_prefix="wn-", start=START))
+            tables, rollups = both_paths(client, "west")
+            assert_same(tables, rollups)
+            assert rollups.arms["A"].users + rollups.arms["B"].users == 205
+        finally:
+            process.stop()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 class ReadOnly:
