@@ -113,11 +113,18 @@ def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Sett
     for table in ("interactions_by_user", "scores_by_user"):
         assert rows_of(client, table, "rolled", second.built_to) == 0
 
-    # then, as the sink writes them: new users, a late revision of one user's score, a
-    # client's duplicate of another's interaction, and a third user moved to arm B
+    # then, as the sink writes them: new users, a late revision of one user's score (its
+    # insert begun before the last build), a client's duplicate of another's interaction,
+    # and a third user moved to arm B
     load(client, simulate_experiment("rolled", 5, seed=22, user_prefix="new-", start=START))
     score = next(s for s in sim.scores.to_pylist() if s["arm"] == "B")  # not the mover's
-    revised = {**score, "revision": 1, "implicit_score": score["implicit_score"] + 10.0}
+    revised = {
+        **score,
+        "revision": 1,
+        "implicit_score": score["implicit_score"] + 10.0,
+        # an insert still in flight when the last build began: stamped before it
+        "_inserted_at": second.built_to - timedelta(minutes=1),
+    }
     client.insert("scores", [list(revised.values())], column_names=list(revised))
     duplicate = sim.interactions.filter(
         pa.compute.equal(sim.interactions["user_id"], sim.interactions["user_id"][-1])
