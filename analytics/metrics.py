@@ -19,7 +19,7 @@ Per arm:
 - session duration (span from a session's first to its last response), a ratio of
   seconds to sessions per user, clustered by user like the others;
 - descriptive: users, responses, latency p50/p95/p99, daily active users, tokens
-  per second, the model version;
+  per second, the model version (of the arm's latest interaction);
 - the per-user mean of the implicit score, for Mann–Whitney U (ClickHouse's
   ``mannWhitneyUTest``) and, with its pre-period covariate, CUPED.
 
@@ -90,7 +90,7 @@ GROUP BY user_id HAVING min(arm) = max(arm)
 # daily active users: distinct (user, day) per arm over its days, counted by a 64-bit hash
 # of the pair (as uniqExact hashes strings), cheaper than arrays of days per user
 _SUMMARY = f"""
-SELECT arm, any(toString(model_version)) AS model_version,
+SELECT arm, argMax(toString(model_version), ts) AS model_version,
        quantilesExactInclusive(0.5, 0.95, 0.99)(latency_ms) AS latency,
        sum(completion_tokens) / greatest(sum(latency_ms), 1) * 1000 AS tokens_per_second,
        uniqExact(toDate(ts)) AS active_days,
@@ -116,7 +116,7 @@ GROUP BY user_id
 # and arm already, so no grouping by user; a moved user counted once, on their A row
 _ROLLUP = "experiment_id = {experiment:String} AND since = {start:DateTime64(3, 'UTC')}"
 _ROLLUP_SUMMARY = f"""
-SELECT arm, any(toString(model_version)) AS model_version,
+SELECT arm, argMax(toString(model_version), last_ts) AS model_version,
        quantilesExactInclusiveArray(0.5, 0.95, 0.99)(latencies) AS latency,
        sum(completion_tokens) / greatest(sum(latency_sum), 1) * 1000 AS tokens_per_second,
        uniqExactArray(days) AS active_days,

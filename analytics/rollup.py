@@ -53,17 +53,18 @@ _KEYS = (
 # metrics need (every latency, to count the requests over a threshold set later)
 _INTERACTIONS = f"""
 INSERT INTO interactions_by_user
-    (experiment_id, since, user_id, arm, moved, computed_at, model_version, requests,
-     sessions, span, latencies, completion_tokens, latency_sum, days)
-SELECT {_KEYS}, model_version, requests, sessions, span, latencies, completion_tokens,
-       latency_sum, days
-FROM (SELECT user_id, arm, any(s_version) AS model_version, sum(s_requests) AS requests,
+    (experiment_id, since, user_id, arm, moved, computed_at, model_version, last_ts,
+     requests, sessions, span, latencies, completion_tokens, latency_sum, days)
+SELECT {_KEYS}, model_version, last_ts, requests, sessions, span, latencies,
+       completion_tokens, latency_sum, days
+FROM (SELECT user_id, arm, argMax(s_version, s_last) AS model_version,
+             max(s_last) AS last_ts, sum(s_requests) AS requests,
              countIf(session_id != '') AS sessions, sumIf(s_span, session_id != '') AS span,
              arrayFlatten(groupArray(s_latencies)) AS latencies,
              sum(s_tokens) AS completion_tokens, sum(s_latency) AS latency_sum,
              arrayDistinct(arrayFlatten(groupArray(s_days))) AS days
-      FROM (SELECT user_id, arm, session_id, any(model_version) AS s_version,
-                   count() AS s_requests,
+      FROM (SELECT user_id, arm, session_id, argMax(model_version, ts) AS s_version,
+                   max(ts) AS s_last, count() AS s_requests,
                    dateDiff('millisecond', min(ts), max(ts)) / 1000 AS s_span,
                    groupArray(latency_ms) AS s_latencies,
                    sum(completion_tokens) AS s_tokens, sum(latency_ms) AS s_latency,

@@ -67,6 +67,7 @@ from prefloop.analytics.stats import (
     welch_t,
 )
 from prefloop.analytics.stats import cuped as stats_cuped
+from prefloop.clickhouse.migrations import retention_days
 from prefloop.errors import ClickHouseError, PrefloopError, first_line
 from prefloop.settings import Settings
 
@@ -236,11 +237,11 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
 Directions = tuple[float | None, float | None]  # running minimum with B − A > 0, and < 0
 
 
-def _retained(settings: Settings, start: datetime) -> bool:
-    """Whether every event from ``start`` on is still kept: then the per-user rollups,
-    which the retention does not reach, say what the event tables say."""
-    days = settings.clickhouse_retention_days
-    return not days or start >= datetime.now(UTC) - timedelta(days=days)
+def _retained(client: Client, start: datetime) -> bool:
+    """Whether the store still keeps every event from ``start`` on (with a day to spare
+    for clocks): then the per-user rollups say what the event tables say."""
+    days = retention_days(client)
+    return not days or start >= datetime.now(UTC) - timedelta(days=days - 1)
 
 
 def _run_start(client: Client, experiment_id: str) -> datetime | None:
@@ -391,7 +392,7 @@ def _analyze(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
         )
     history = _history(client, experiment_id, begun or _EPOCH)
-    rollups = whole_run and _retained(settings, start)
+    rollups = whole_run and _retained(client, start)
     data = experiment_data(
         client, experiment_id, start, None if rollups else end, history.threshold_ms
     )

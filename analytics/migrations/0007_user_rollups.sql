@@ -3,6 +3,7 @@
 -- experiment, window start (`since`: the run's start), user and arm, as computed
 -- from the event tables (FINAL) at `computed_at`: a user recomputed since has a
 -- newer row, so read them with FINAL. `moved`: the user has rows in both arms.
+-- `model_version`: the version of the user's latest interaction in the arm, at `last_ts`.
 
 CREATE TABLE IF NOT EXISTS interactions_by_user
 (
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS interactions_by_user
     moved             Bool,
     computed_at       DateTime64(6, 'UTC'),
     model_version     LowCardinality(String),
+    last_ts           DateTime64(3, 'UTC'),
     requests          UInt64,
     sessions          UInt64,
     span              Float64,

@@ -44,6 +44,7 @@ RETENTION_TABLES = {
     "scores_by_user": "computed_at",
 }
 _TABLE_TTL = re.compile(r"\sTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
+_TTL_DAYS = re.compile(r"toIntervalDay\((\d+)\)")
 _NO_TTL = re.compile(r"doesn't have any table TTL|no table TTL|no TTL", re.I)
 
 
@@ -122,6 +123,18 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
         )
         done.append(migration.path.name)
     return done
+
+
+def retention_days(client: Client) -> int:
+    """The retention the store applies to the event tables (``interactions``' TTL), in
+    days: 0 when none, whatever this process's settings say."""
+    rows = client.query(
+        "SELECT engine_full FROM system.tables "
+        "WHERE database = currentDatabase() AND name = 'interactions'"
+    ).result_rows
+    match = _TABLE_TTL.search(str(rows[0][0])) if rows else None
+    days = _TTL_DAYS.search(match.group(1)) if match else None
+    return int(days.group(1)) if days else 0
 
 
 def apply_retention(client: Client, days: int) -> list[str]:

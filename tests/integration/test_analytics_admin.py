@@ -30,7 +30,12 @@ from prefloop.analytics.export import (
 from prefloop.analytics.forget import FORGET_ORDER, ForgetError, forget_user, forgotten_users
 from prefloop.analytics.rollup import refresh
 from prefloop.clickhouse.client import connect
-from prefloop.clickhouse.migrations import RETENTION_TABLES, apply_migrations, apply_retention
+from prefloop.clickhouse.migrations import (
+    RETENTION_TABLES,
+    apply_migrations,
+    apply_retention,
+    retention_days,
+)
 from prefloop.errors import ClickHouseError
 from prefloop.settings import Settings, child_environment
 from prefloop.streams.offline import read_scored_responses, sample_file
@@ -544,12 +549,14 @@ def test_apply_retention_sets_and_removes_the_ttl_idempotently(
     )
     assert ttl_of(other, "scores_by_user") == "TTL toDateTime(computed_at) + toIntervalDay(30)"
     assert apply_retention(other, 30) == []
+    assert retention_days(other) == 30
     assert apply_retention(other, 7) == list(RETENTION_TABLES)
     assert ttl_of(other, "raw_events") == "TTL toDateTime(ts) + toIntervalDay(7)"
 
     assert apply_retention(other, 0) == list(RETENTION_TABLES)
     assert all(ttl_of(other, t) == "" for t in RETENTION_TABLES)
     assert apply_retention(other, 0) == []
+    assert retention_days(other) == 0
     with pytest.raises(ClickHouseError, match="not valid"):
         apply_retention(other, -1)
     # the store's own database keeps its retention

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from prefloop.analytics.rollup import MARGIN, last_build, refresh
 from prefloop.analytics.simulate import Simulated, simulate_experiment
 from prefloop.analytics.verdict import analyze
 from prefloop.clickhouse.client import connect
+from prefloop.clickhouse.migrations import apply_migrations, apply_retention
 from prefloop.settings import Settings
 from prefloop.testing import isolated_settings, start_store
 
@@ -146,32 +148,47 @@ def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Sett
     }
     client.insert_arrow("scores", pa.Table.from_pylist([moved_score], sim.scores.schema))
 
+    # and a fourth user's latest interaction on a new version of arm A's model
+    last = max(sim.interactions["ts"].to_pylist())
+    busy = next(
+        r
+        for r in reversed(sim.interactions.to_pylist())
+        if r["arm"] == "A"
+        and r["user_id"] not in (mover["user_id"], duplicate["user_id"][0].as_py())
+    )
+    newer = {**busy, "interaction_id": "ro-newer", "response_id": "ro-newer", "ts": last}
+    newer["model_version"] = "v1-next"
+    client.insert_arrow("interactions", pa.Table.from_pylist([newer], sim.interactions.schema))
+
     tables, rollups = both_paths(client, "rolled")
     assert_same(tables, rollups)
     assert rollups.moved_users == 1
+    assert rollups.arms["A"].model_version == "v1-next"
     third = last_build(client, "rolled", SINCE)
     assert third is not None and third > second.built_to
-    # only the changed users were recomputed: the five new ones, the duplicate's user and
-    # the moved one (a row per arm) in one rollup; the new ones, the revised score's user
-    # and the moved one in the other
+    # only the changed users were recomputed: the five new ones, the duplicate's user, the
+    # moved one (a row per arm) and the one on a new version in one rollup; the new ones,
+    # the revised score's user and the moved one in the other
     new_users = 5
-    assert rows_of(client, "interactions_by_user", "rolled", third) == new_users + 1 + 2
+    assert rows_of(client, "interactions_by_user", "rolled", third) == new_users + 1 + 2 + 1
     assert rows_of(client, "scores_by_user", "rolled", third) == new_users + 1 + 2
+
+
+def record_start(client: Client, experiment: str, at: datetime) -> None:
+    """The router's record of the run's start."""
+    client.insert(
+        "model_events",
+        [[f"{experiment}-start", at, "AB_STARTED", "v2", experiment, {"split": 50.0}]],
+        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
+    )
 
 
 def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Settings) -> None:
     client = connect(store)
     load(client, simulate_experiment("kept", 300, seed=23, user_prefix="kp-", start=START))
-    client.insert(  # the router's record of the run's start
-        "model_events",
-        [["kept-start", SINCE, "AB_STARTED", "v2", "kept", {"split": 50.0}]],
-        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
-    )
+    record_start(client, "kept", SINCE)
     analyze(client, store, "kept", end=FAR, split=50.0)  # windows: the event tables
     analyze(client, store, "kept", start=SINCE, split=50.0)
-    assert last_build(client, "kept", SINCE) is None
-    # a retention that may have dropped rows since the run's start: the event tables
-    analyze(client, store.with_overrides(clickhouse_retention_days=1), "kept", split=50.0)
     assert last_build(client, "kept", SINCE) is None
     whole = analyze(client, store, "kept", split=50.0)
     assert last_build(client, "kept", SINCE) is not None
@@ -179,6 +196,20 @@ def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Se
     got, want = whole.metric("implicit_score"), windowed.metric("implicit_score")
     assert (got.n_a, got.n_b) == (want.n_a, want.n_b)
     assert (got.difference, got.p_value) == pytest.approx((want.difference, want.p_value))
+
+    # a store keeping 12 days, a run begun 11.5 days ago: no row has aged out yet, but
+    # one may before the next look (a day is kept to spare): the event tables
+    database = f"short_{uuid.uuid4().hex[:8]}"
+    client.command(f"CREATE DATABASE {database}")
+    short = connect(store, database)
+    apply_migrations(short, database)
+    apply_retention(short, 12)
+    begun = datetime.now(UTC) - timedelta(days=11.5)
+    load(short, simulate_experiment("cut", 300, seed=27, user_prefix="ct-", start=begun))
+    record_start(short, "cut", begun - timedelta(hours=1))
+    verdict = analyze(short, store, "cut", split=50.0)
+    assert verdict.arms["A"].users + verdict.arms["B"].users == 300
+    assert short.query("SELECT count() FROM rollup_builds").result_rows == [(0,)]
 
 
 def test_the_rollups_follow_new_rows_on_a_clock_behind_utc(
