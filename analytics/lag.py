@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 
 from prefloop import kafka
+from prefloop.analytics.sink import sink_group
 from prefloop.errors import PrefloopError
 from prefloop.settings import Settings
 
@@ -62,15 +63,12 @@ class SinkLagError(PrefloopError):
 
 
 def sink_lag(
-    settings: Settings,
-    topics: Iterable[str],
-    group_id: str | None = None,
-    timeout: float = 10.0,
+    settings: Settings, topics: Iterable[str], timeout: float = 10.0
 ) -> dict[str, TopicLag]:
-    """How far the sink's consumer group (``group_id``, default the sink's own,
-    ``<prefix>-sink``) is behind on each of ``topics``."""
+    """How far the sink's consumer group (:func:`sink_group`) is behind on each of
+    ``topics``."""
     names = list(topics)
-    group = group_id or f"{settings.topic_prefix}-sink"
+    group = sink_group(settings)
     reader = kafka.consumer(settings, f"prefloop-lag-{uuid.uuid4().hex[:8]}", **_READER)
     try:
         spans = _spans(settings, reader, group, names, timeout)

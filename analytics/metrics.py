@@ -40,7 +40,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
-from prefloop.analytics.rollup import refresh
+from prefloop.analytics.rollup import SCORE_SUMS, refresh
 from prefloop.analytics.stats import JointMoments, Moments
 from prefloop.errors import first_line
 
@@ -75,15 +75,7 @@ _MEAN_SCORE_SUMS = [
     ("pow(score_sum / responses, 2)", "mean_score2"),
 ]
 _PER_USER_SCORES = f"""
-SELECT any(arm) AS user_arm,
-       count() AS responses,
-       sum(implicit_score) AS score_sum,
-       count(rating) AS rated,
-       sum(ifNull(rating, 0)) AS rating_sum,
-       countIf(signals_continued) AS n_continued,
-       countIf(signals_copied) AS n_copied,
-       countIf(signals_regenerated) AS n_regenerated,
-       countIf(signals_reported) AS n_reported
+SELECT any(arm) AS user_arm, {SCORE_SUMS}
 FROM scores FINAL WHERE {_IN_EXPERIMENT}
 GROUP BY user_id HAVING min(arm) = max(arm)
 """
@@ -216,15 +208,16 @@ def experiment_data(
     Three queries: the arms' summary, the per-user requests (slow ones, sessions) and
     the per-user scores (every ratio metric, and Mann–Whitney U on the per-user mean
     scores). ``end`` None reads everything from ``start`` on from the per-user
-    rollups, brought up to date first (:mod:`prefloop.analytics.rollup`); a closed
-    window reads the event tables. The latency guardrail counts requests slower than
+    rollups, brought up to date first (:mod:`prefloop.analytics.rollup`), unless the
+    store's retention may have cut the window; a closed window reads the event
+    tables. The latency guardrail counts requests slower than
     ``latency_threshold_ms`` (default: arm A's p99 in this data).
     """
     source = _EVENT_TABLES
     if end is None:
         try:
-            refresh(client, experiment_id, start)
-            source = _ROLLUPS
+            if refresh(client, experiment_id, start) is not None:
+                source = _ROLLUPS
         except DriverError as exc:  # e.g. a read-only ClickHouse user: the slower way
             _log.warning(
                 "cannot bring the per-user rollups of %s up to date (%s): reading the event tables",

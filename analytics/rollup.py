@@ -22,12 +22,15 @@ was computed after its window began, within the retention.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["MARGIN", "Build", "refresh"]
+from prefloop.analytics.export import parse_time
+from prefloop.clickhouse.migrations import ttl_days
+
+__all__ = ["MARGIN", "SCORE_SUMS", "Build", "last_build", "refresh"]
 
 # how long an insert may take from its ``_inserted_at`` until its rows are visible
 MARGIN = timedelta(minutes=5)
@@ -74,17 +77,24 @@ FROM (SELECT user_id, arm, argMax(s_version, s_last) AS model_version,
       GROUP BY user_id, arm)
 """
 
+# a user's sums over their scores, for the ratio metrics (also read from the event
+# tables directly: prefloop.analytics.metrics)
+SCORE_SUMS = """count() AS responses,
+       sum(implicit_score) AS score_sum,
+       count(rating) AS rated,
+       sum(ifNull(rating, 0)) AS rating_sum,
+       countIf(signals_continued) AS n_continued,
+       countIf(signals_copied) AS n_copied,
+       countIf(signals_regenerated) AS n_regenerated,
+       countIf(signals_reported) AS n_reported"""
+
 _SCORES = f"""
 INSERT INTO scores_by_user
     (experiment_id, since, user_id, arm, moved, computed_at, responses, score_sum, rated,
      rating_sum, n_continued, n_copied, n_regenerated, n_reported)
 SELECT {_KEYS}, responses, score_sum, rated, rating_sum, n_continued, n_copied,
        n_regenerated, n_reported
-FROM (SELECT user_id, arm, count() AS responses, sum(implicit_score) AS score_sum,
-             count(rating) AS rated, sum(ifNull(rating, 0)) AS rating_sum,
-             countIf(signals_continued) AS n_continued, countIf(signals_copied) AS n_copied,
-             countIf(signals_regenerated) AS n_regenerated,
-             countIf(signals_reported) AS n_reported
+FROM (SELECT user_id, arm, {SCORE_SUMS}
       FROM scores FINAL WHERE {_IN_WINDOW} {{changed}}
       GROUP BY user_id, arm)
 """
@@ -96,35 +106,37 @@ _ROLLUPS = {"interactions": _INTERACTIONS, "scores": _SCORES}
 class Build:
     """One bringing up to date: whole (the first for this window) or of the changed users."""
 
-    experiment_id: str
-    since: datetime
     built_to: datetime  # the server's clock when it began
     whole: bool
 
 
-def _utc(value: datetime) -> datetime:
-    """A time the client returned, naive in UTC or aware, as an aware UTC time."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_LAST_BUILD = (
+    "SELECT maxOrNull(built_to) FROM rollup_builds "
+    "WHERE experiment_id = {experiment:String} AND since = {since:DateTime64(3, 'UTC')}"
+)
+# the server's clock (which stamps ``_inserted_at``), the last build, the store's TTL
+_STATE = (
+    f"SELECT now64(6, 'UTC'), ({_LAST_BUILD}), (SELECT any(engine_full) FROM system.tables "
+    "WHERE database = currentDatabase() AND name = 'interactions')"
+)
 
 
-def _now(client: Client) -> datetime:
-    """The server's clock, which stamps ``_inserted_at``."""
-    (now,) = client.query("SELECT now64(6, 'UTC')").result_rows[0]
-    return _utc(now)
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else parse_time(value, "a time from ClickHouse")
 
 
 def last_build(client: Client, experiment_id: str, since: datetime) -> datetime | None:
     """Up to when the rollups of (experiment, since) were last brought, if ever."""
-    (built,) = client.query(
-        "SELECT maxOrNull(built_to) FROM rollup_builds "
-        "WHERE experiment_id = {experiment:String} AND since = {since:DateTime64(3, 'UTC')}",
-        parameters={"experiment": experiment_id, "since": since},
-    ).result_rows[0]
-    return None if built is None else _utc(built)
+    params = {"experiment": experiment_id, "since": since}
+    return _utc(client.query(_LAST_BUILD, parameters=params).result_rows[0][0])
 
 
-def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
+def refresh(client: Client, experiment_id: str, since: datetime) -> Build | None:
     """Bring both rollups of ``experiment_id`` from ``since`` up to date.
+
+    None, and nothing built, when the store's retention may have dropped rows since
+    ``since`` (its TTL, less a day for clocks): the rollups would still count them,
+    so the event tables are the ones to read.
 
     The first time, from every user's rows; then from the rows of the users with a
     row inserted since the previous build began (less :data:`MARGIN`), and not at
@@ -134,9 +146,13 @@ def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
     rows are replaced whole by a newer computation, and the build is recorded last,
     so an interrupted one is done again from the previous build.
     """
-    snapshot = _now(client)
-    previous = last_build(client, experiment_id, since)
-    params: dict[str, Any] = {"experiment": experiment_id, "since": since, "snapshot": snapshot}
+    params: dict[str, Any] = {"experiment": experiment_id, "since": since}
+    now, built, engine = client.query(_STATE, parameters=params).result_rows[0]
+    snapshot, previous, days = _utc(now), _utc(built), ttl_days(str(engine or ""))
+    assert snapshot is not None
+    if days and since < snapshot - timedelta(days=days - 1):
+        return None
+    params["snapshot"] = snapshot
     changed = {source: "" for source in _ROLLUPS}  # everyone, the first time
     if previous is not None:
         params["changed_since"] = previous - MARGIN
@@ -154,4 +170,4 @@ def refresh(client: Client, experiment_id: str, since: datetime) -> Build:
         "{experiment:String}, {since:DateTime64(3, 'UTC')}, {snapshot:DateTime64(6, 'UTC')}",
         parameters=params,
     )
-    return Build(experiment_id, since, snapshot, whole=previous is None)
+    return Build(snapshot, whole=previous is None)

@@ -120,6 +120,11 @@ def rows_table(messages: Sequence[Message]) -> pa.Table:
     return pa.table(columns, schema=_SCHEMA)
 
 
+def sink_group(settings: Settings) -> str:
+    """The sink's consumer group: ``<prefix>-sink``."""
+    return f"{settings.topic_prefix}-sink"
+
+
 class ClickHouseSink:
     """Consumes ``topics`` (default: every public topic) into ``raw_events``."""
 
@@ -133,13 +138,12 @@ class ClickHouseSink:
         self.settings = settings
         self.client_factory = client_factory
         self.topics = list(topics or settings.topics.all())
-        self.group_id = group_id or f"{settings.topic_prefix}-sink"
+        self.group_id = group_id or sink_group(settings)
         self.rows_inserted = 0
         self.batches = 0
         self.typed_rows = 0
         self.undecodable = 0  # no typed table for it: not decodable, or on another topic
         self.unfit = 0  # decoded, but a value out of its column's range
-        self._handover: _Handover | None = None  # the rebalance callbacks of the run
 
     def run(self, stop: threading.Event) -> None:
         """Consume, insert and commit until ``stop`` is set; start over after an error
@@ -162,7 +166,7 @@ class ClickHouseSink:
         layouts = load_layouts(client)
         watermarks = Watermarks(client, layouts)
         consumer = kafka.consumer(self.settings, self.group_id, **_BULK_FETCH)
-        handover = self._handover = _Handover(self.settings, watermarks)
+        handover = _Handover(self.settings, watermarks)
         consumer.subscribe(
             self.topics,
             on_assign=handover.on_assign,
@@ -172,7 +176,7 @@ class ClickHouseSink:
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="sink-insert") as inserter:
                 while not stop.is_set():
-                    batch = self._collect(consumer, stop)
+                    batch = self._collect(consumer, stop, handover)
                     handover.finish(consumer)
                     if batch:
                         writer = _BatchWriter(client, batch, layouts, watermarks, self)
@@ -182,7 +186,7 @@ class ClickHouseSink:
         finally:
             consumer.close()
 
-    def _collect(self, consumer: Any, stop: threading.Event) -> list[Message]:
+    def _collect(self, consumer: Any, stop: threading.Event, handover: _Handover) -> list[Message]:
         s = self.settings
         batch: list[Message] = []
         deadline = time.monotonic() + s.sink_batch_s
@@ -192,8 +196,8 @@ class ClickHouseSink:
                 break
             wanted = min(s.sink_batch_rows - len(batch), 10_000)
             messages = consumer.consume(wanted, timeout=min(left, 0.5))
-            if self._handover is not None:  # a revoke served inside consume(): what was
-                batch = self._handover.kept(batch)  # read of its partitions is not ours to write
+            # a revoke served inside consume(): what was read of its partitions is not ours
+            batch = handover.kept(batch)
             for message in messages:
                 if message.error() is None:
                     batch.append(message)

@@ -212,11 +212,7 @@ class Watermarks:
 
     def advance(self, table: str, sources: Iterable[tuple[int, int]]) -> None:
         """Raise the watermarks to the (partition, offset) ``sources`` just written."""
-        highest: dict[int, int] = {}
-        for partition, offset in sources:
-            if offset > highest.get(partition, -1):
-                highest[partition] = offset
-        self._raise(table, highest.items())
+        self._raise(table, sources)
 
     def refresh(self, table: str, partitions: Iterable[int]) -> None:
         """Raise the watermarks of ``partitions`` to what ``table`` holds of them.

@@ -67,7 +67,6 @@ from prefloop.analytics.stats import (
     welch_t,
 )
 from prefloop.analytics.stats import cuped as stats_cuped
-from prefloop.clickhouse.migrations import retention_days
 from prefloop.errors import ClickHouseError, PrefloopError, first_line
 from prefloop.settings import Settings
 
@@ -237,13 +236,6 @@ def _srm(client: Client, experiment_id: str, split: float | None) -> tuple[SrmRe
 Directions = tuple[float | None, float | None]  # running minimum with B − A > 0, and < 0
 
 
-def _retained(client: Client, start: datetime) -> bool:
-    """Whether the store still keeps every event from ``start`` on (with a day to spare
-    for clocks): then the per-user rollups say what the event tables say."""
-    days = retention_days(client)
-    return not days or start >= datetime.now(UTC) - timedelta(days=days - 1)
-
-
 def _run_start(client: Client, experiment_id: str) -> datetime | None:
     """When the experiment id was last started (AB_STARTED), if the router recorded it:
     a run restarted under the same id does not inherit the earlier run's data or looks."""
@@ -392,9 +384,8 @@ def _analyze(
             f"the end {end:%Y-%m-%d %H:%M} is not after the start {start:%Y-%m-%d %H:%M}"
         )
     history = _history(client, experiment_id, begun or _EPOCH)
-    rollups = whole_run and _retained(client, start)
     data = experiment_data(
-        client, experiment_id, start, None if rollups else end, history.threshold_ms
+        client, experiment_id, start, None if whole_run else end, history.threshold_ms
     )
     _check_arms(client, experiment_id, data)
     alpha = settings.ab_alpha

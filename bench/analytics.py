@@ -104,7 +104,7 @@ def log(message: str) -> None:
 
 
 def load(
-    client: Any, users: int, prefix: str = "u", *, as_they_happened: bool = True
+    client: Any, users: int, prefix: str = "u", seed: int = 1, *, as_they_happened: bool = True
 ) -> dict[str, int]:
     """Simulate ``users`` of the experiment and insert them; returns the rows of each table.
 
@@ -119,7 +119,7 @@ def load(
         responses_per_user=RESPONSES_PER_USER,
         effect=0.05,
         start=START,
-        seed=1 if prefix == "u" else 2,
+        seed=seed,
         user_prefix=prefix,
     )
     log(f"simulated in {time.perf_counter() - started:.1f} s")
@@ -209,7 +209,9 @@ def query_name(sql: str) -> str:
     tables = re.findall(r"FROM (\w+)( FINAL)?", text)
     table = next((t + f for t, f in tables if t not in ("system",)), "?")
     into = re.match(r"INSERT INTO (\w+)", text)
-    if into:
+    if into and into.group(1) == "rollup_builds":
+        what = "rollup: the build recorded"
+    elif into:
         what = f"rollup: the (changed) users' rows into `{into.group(1)}`"
     elif "mannWhitneyUTest" in text:
         what = "per arm: six ratio metrics over users, and Mann-Whitney U"
@@ -221,10 +223,8 @@ def query_name(sql: str) -> str:
         what = "per arm: requests slower than A's p99, sessions, over users"
     elif "_inserted_at >=" in text and "INSERT" not in text:
         what = "rollup: rows inserted since its last build"
-    elif "rollup_builds" in text:
-        what = "rollup: its last build"
     elif "now64" in text:
-        what = "rollup: the server's clock"
+        what = "rollup: the server's clock, its last build, the store's TTL"
     elif "p_sequential" in text:
         what = "previous looks' sequential p-values"
     elif "metrics['split']" in text:
@@ -520,8 +520,12 @@ def _looks(client: Any, settings: Settings) -> tuple[list[float], dict[str, floa
     """ROUNDS looks: their times, the queries of the median one, the last verdict."""
     runs = [analyze_run(client, settings) for _ in range(ROUNDS)]
     seconds = [r[0] for r in runs]
-    middle = sorted(range(ROUNDS), key=lambda i: seconds[i])[(ROUNDS - 1) // 2]
-    return seconds, _per_query(runs[middle][2]), runs[-1][1]
+    return seconds, _per_query(runs[_median_index(seconds)][2]), runs[-1][1]
+
+
+def _median_index(seconds: list[float]) -> int:
+    """Which run took the median time (the lower one of an even count)."""
+    return sorted(range(len(seconds)), key=lambda i: seconds[i])[(len(seconds) - 1) // 2]
 
 
 def run(settings: Settings) -> None:
@@ -563,7 +567,7 @@ def run(settings: Settings) -> None:
 
     late_users = max(users // 100, 1)
     log(f"new traffic: {late_users:,} more users, inserted now")
-    late = load(client, late_users, "late-", as_they_happened=False)
+    late = load(client, late_users, "late-", seed=2, as_they_happened=False)
     late_events = late["interactions"] + late["scores"]
     quiet_merges(client)
     late_s, late_queries, late_verdict = _looks(client, settings)
@@ -583,7 +587,7 @@ def run(settings: Settings) -> None:
         late_base.seconds / late_med,
         base_med / first_s,
     )
-    middle = sorted(range(ROUNDS), key=lambda i: analyze_s[i])[(ROUNDS - 1) // 2]
+    middle = _median_index(analyze_s)
     query_med = queries[middle]
     verdict_line = f"{verdict.decision}: {verdict.reason}"
     parts_line = ", ".join(

@@ -125,15 +125,15 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
     return done
 
 
-def retention_days(client: Client) -> int:
-    """The retention the store applies to the event tables (``interactions``' TTL), in
-    days: 0 when none, whatever this process's settings say."""
-    rows = client.query(
-        "SELECT engine_full FROM system.tables "
-        "WHERE database = currentDatabase() AND name = 'interactions'"
-    ).result_rows
-    match = _TABLE_TTL.search(str(rows[0][0])) if rows else None
-    days = _TTL_DAYS.search(match.group(1)) if match else None
+def table_ttl(engine_full: str) -> str | None:
+    """The TTL expression in a table's ``system.tables.engine_full``, if it has one."""
+    match = _TABLE_TTL.search(engine_full)
+    return match.group(1).strip() if match else None
+
+
+def ttl_days(engine_full: str) -> int:
+    """The retention a table's TTL sets, in days (0: none), from its ``engine_full``."""
+    days = _TTL_DAYS.search(table_ttl(engine_full) or "")
     return int(days.group(1)) if days else 0
 
 
@@ -165,9 +165,9 @@ def apply_retention(client: Client, days: int) -> list[str]:
     for table, column in RETENTION_TABLES.items():
         if table not in engines:
             continue
-        match = _TABLE_TTL.search(engines[table])
-        current = match.group(1).strip() if match else None
-        if current == (f"toDateTime({column}) + toIntervalDay({days})" if days else None):
+        if table_ttl(engines[table]) == (
+            f"toDateTime({column}) + toIntervalDay({days})" if days else None
+        ):
             continue
         if days:
             statement = f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"

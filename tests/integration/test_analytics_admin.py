@@ -34,7 +34,7 @@ from prefloop.clickhouse.migrations import (
     RETENTION_TABLES,
     apply_migrations,
     apply_retention,
-    retention_days,
+    ttl_days,
 )
 from prefloop.errors import ClickHouseError
 from prefloop.settings import Settings, child_environment
@@ -516,6 +516,14 @@ def test_an_injected_user_id_is_a_plain_value(client: Client) -> None:
 # -- retention ------------------------------------------------------------------------
 
 
+def engine_of(client: Client, table: str) -> str:
+    sql = (
+        "SELECT engine_full FROM system.tables "
+        "WHERE database = currentDatabase() AND name = {t:String}"
+    )
+    return str(client.query(sql, parameters={"t": table}).result_rows[0][0])
+
+
 def ttl_of(client: Client, table: str) -> str:
     create = str(client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0])
     return next((line.strip() for line in create.splitlines() if "TTL" in line), "")
@@ -549,14 +557,14 @@ def test_apply_retention_sets_and_removes_the_ttl_idempotently(
     )
     assert ttl_of(other, "scores_by_user") == "TTL toDateTime(computed_at) + toIntervalDay(30)"
     assert apply_retention(other, 30) == []
-    assert retention_days(other) == 30
+    assert ttl_days(engine_of(other, "interactions")) == 30
     assert apply_retention(other, 7) == list(RETENTION_TABLES)
     assert ttl_of(other, "raw_events") == "TTL toDateTime(ts) + toIntervalDay(7)"
 
     assert apply_retention(other, 0) == list(RETENTION_TABLES)
     assert all(ttl_of(other, t) == "" for t in RETENTION_TABLES)
     assert apply_retention(other, 0) == []
-    assert retention_days(other) == 0
+    assert ttl_days(engine_of(other, "interactions")) == 0
     with pytest.raises(ClickHouseError, match="not valid"):
         apply_retention(other, -1)
     # the store's own database keeps its retention
