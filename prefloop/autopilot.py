@@ -74,7 +74,7 @@ def look_at(settings: Settings, routing: Routing | None) -> Look:
         verdict = analyze(connect(settings), settings, experiment.experiment_id, record=True)
     except (AnalysisError, StatsError) as exc:
         return Look(experiment.experiment_id, None, None, str(exc))
-    from prefloop.serving import control  # Ray Serve, loaded only to act
+    from prefloop.serving import control  # Ray Serve: imported where it is used
 
     acted = None
     if verdict.decision == PROMOTE:

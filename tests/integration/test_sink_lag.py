@@ -16,7 +16,7 @@ from test_sink import SinkThread, committed, produce, scalar, sink_settings, wai
 
 from prefloop import kafka
 from prefloop.analytics.lag import SinkLagError, TopicLag, sink_lag
-from prefloop.analytics.sink import ClickHouseSink
+from prefloop.analytics.sink import ClickHouseSink, sink_group
 from prefloop.analytics.verdict import AnalysisError, analyze
 from prefloop.autopilot import Look, look_at, stale_note, verdict_topics
 from prefloop.clickhouse.client import connect
@@ -25,10 +25,6 @@ from prefloop.settings import Settings
 from prefloop.testing import STORE_ONLY, free_port, fresh_topics, start_store
 
 EXPERIMENT = Routing(experiment=Split("exp-lag", "v1", "v2", 50.0))
-
-
-def sink_group(settings: Settings) -> str:
-    return f"{settings.topic_prefix}-sink"
 
 
 def commit_for_sink(settings: Settings, offsets: dict[tuple[str, int], int]) -> None:
