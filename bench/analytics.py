@@ -84,7 +84,7 @@ from prefloop.analytics.verdict import SRM_THRESHOLD, Verdict, analyze, split_hi
 from prefloop.clickhouse.client import embedded_client
 from prefloop.clickhouse.migrations import apply_migrations
 from prefloop.settings import Settings
-from prefloop.testing import isolated_settings
+from prefloop.testing import isolated_settings, record_model_event
 
 EVENTS = int(os.environ.get("BENCH_ANALYTICS_EVENTS", "10000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -136,24 +136,6 @@ def load(
             log(f"{table}: {done:,} of {data.num_rows:,} rows inserted")
         log(f"{table} loaded in {time.perf_counter() - started:.1f} s")
     return rows
-
-
-def record_split(client: Any) -> None:
-    """The router's record of the split, for the sample ratio check."""
-    client.insert(
-        "model_events",
-        [
-            [
-                "bench-split",
-                START - timedelta(hours=1),
-                "SPLIT_CHANGED",
-                "v2",
-                EXPERIMENT,
-                {"split": 50.0},
-            ]
-        ],
-        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
-    )
 
 
 def quiet_merges(client: Any, limit_s: float = 600.0) -> float:
@@ -534,7 +516,7 @@ def run(settings: Settings) -> None:
     started = time.perf_counter()
     users = max(EVENTS // int(2 * RESPONSES_PER_USER), 100)
     rows = load(client, users)
-    record_split(client)
+    record_model_event(client, EXPERIMENT, "SPLIT_CHANGED", START - timedelta(hours=1))
     load_s = time.perf_counter() - started
     events = rows["interactions"] + rows["scores"]
     parts_loaded = active_parts(client)

@@ -19,10 +19,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 from confluent_kafka import TopicPartition
 
 from prefloop import kafka
@@ -40,7 +42,9 @@ __all__ = [
     "fresh_topics",
     "http_request",
     "isolated_settings",
+    "load_simulated",
     "local_kafka",
+    "record_model_event",
     "tiny_model",
 ]
 
@@ -207,3 +211,27 @@ class StreamWorker:
         """Fail with the log's tail if the worker has exited."""
         if not self.process.is_running():
             raise AssertionError(f"the stream worker exited; its log ends with:\n{self.log_tail()}")
+
+
+def load_simulated(client: Any, sim: Any, inserted_at: datetime | None = None) -> None:
+    """A simulated experiment (:func:`prefloop.analytics.simulate.simulate_experiment`)
+    into its typed tables; ``inserted_at`` says when the sink wrote its interactions and
+    scores (default: now, as ClickHouse stamps them)."""
+    for table in ("interactions", "scores", "exposures"):
+        rows = getattr(sim, table)
+        if inserted_at is not None and table != "exposures":
+            stamp = pa.array([inserted_at] * rows.num_rows, pa.timestamp("ms", tz="UTC"))
+            rows = rows.append_column("_inserted_at", stamp)
+        client.insert_arrow(table, rows)
+
+
+def record_model_event(
+    client: Any, experiment: str, kind: str, ts: datetime, split: float = 50.0
+) -> None:
+    """A model event of the router's (``AB_STARTED``, ``SPLIT_CHANGED``) in ClickHouse,
+    as the sink would land it: the verdict reads a run's start and its split history."""
+    client.insert(
+        "model_events",
+        [[f"{experiment}-{kind}-{ts.timestamp()}", ts, kind, "v2", experiment, {"split": split}]],
+        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
+    )

@@ -34,7 +34,12 @@ from prefloop.analytics.verdict import (
 )
 from prefloop.clickhouse.client import connect
 from prefloop.settings import Settings, child_environment
-from prefloop.testing import isolated_settings, start_store
+from prefloop.testing import (
+    isolated_settings,
+    load_simulated,
+    record_model_event,
+    start_store,
+)
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 RTOL = 1e-6
@@ -57,34 +62,14 @@ def store(
         simulated = {}
         for n, (experiment, kwargs) in enumerate(EXPERIMENTS.items()):
             sim = simulate_experiment(experiment, user_prefix=f"u{n}-", start=START, **kwargs)
-            load(client, sim)
-            record_split(client, experiment, 50.0, START - timedelta(hours=1))
+            load_simulated(client, sim)
+            record_model_event(
+                client, experiment, "SPLIT_CHANGED", START - timedelta(hours=1), 50.0
+            )
             simulated[experiment] = sim
         yield settings, simulated
     finally:
         process.stop()
-
-
-def load(client: Client, sim: Simulated) -> None:
-    for table in ("interactions", "scores", "exposures"):
-        client.insert_arrow(table, getattr(sim, table))
-
-
-def record_split(client: Client, experiment: str, split: float, ts: datetime) -> None:
-    client.insert(
-        "model_events",
-        [
-            [
-                f"{experiment}-{ts.timestamp()}",
-                ts,
-                "SPLIT_CHANGED",
-                "v2",
-                experiment,
-                {"split": split},
-            ]
-        ],
-        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
-    )
 
 
 def per_user(
@@ -214,7 +199,7 @@ def test_a_late_revision_and_a_duplicate_count_once_at_their_latest(
     settings, _ = store
     client = connect(settings)
     sim = simulate_experiment("revised", 300, seed=9, user_prefix="rev-", start=START)
-    load(client, sim)
+    load_simulated(client, sim)
     before = analyze(client, settings, "revised", record=False).metric("implicit_score")
     scores = sim.scores.slice(0, 1).to_pylist()[0]
     revised = {**scores, "revision": 1, "implicit_score": scores["implicit_score"] + 100.0}
@@ -237,7 +222,7 @@ def test_users_moved_between_arms_are_left_out_of_every_metric(
     settings, _ = store
     client = connect(settings)
     sim = simulate_experiment("ramped", 600, seed=11, user_prefix="mv-", start=START)
-    load(client, sim)
+    load_simulated(client, sim)
     # a ramp moves ten of arm A's users to B: each answers once more, on arm B, later
     moved = np.unique(sim.user[sim.arm == 0])[:10]
     rows = sim.interactions.filter(pa.array(np.isin(sim.user, moved) & (sim.arm == 0)))
@@ -290,8 +275,8 @@ def test_the_first_recorded_look_fixes_the_prior_and_the_latency_threshold(
     settings, _ = store
     client = connect(settings)
     sim = simulate_experiment("frozen", 600, seed=12, user_prefix="fz-", start=START)
-    load(client, sim)
-    record_split(client, "frozen", 50.0, START - timedelta(hours=1))
+    load_simulated(client, sim)
+    record_model_event(client, "frozen", "SPLIT_CHANGED", START - timedelta(hours=1), 50.0)
     first = analyze(client, settings, "frozen", record=True)
     assert first.looks == 1 and first.latency_threshold_ms is not None
     # then arm A slows down and its scores spread: a fresh look would pick another
@@ -341,8 +326,8 @@ def test_users_assigned_right_after_a_change_of_split_do_not_flag_the_ratio(
     client.insert_arrow("interactions", sim.interactions)
     client.insert_arrow("scores", sim.scores)
     ramp = START + timedelta(days=3)
-    record_split(client, "ramp-grace", 50.0, START - timedelta(hours=1))
-    record_split(client, "ramp-grace", 80.0, ramp)
+    record_model_event(client, "ramp-grace", "SPLIT_CHANGED", START - timedelta(hours=1), 50.0)
+    record_model_event(client, "ramp-grace", "SPLIT_CHANGED", ramp, 80.0)
     exposures = []
 
     def expose(users: int, share_b: float, at: datetime, spread_s: float, tag: str) -> None:
@@ -406,7 +391,7 @@ def test_sequential_looks_keep_false_positives_where_peeking_inflates_them(
         effect = simulate_experiment(
             "effect", 200, effect=1.0, days=looks, seed=7, user_prefix="fx-", start=START
         )
-        load(client, effect)
+        load_simulated(client, effect)
         previous: dict[str, float | None] = {f"aa{e}": None for e in range(experiments)}
         tau2: dict[str, float] = {}  # fixed at each experiment's first look, as analyze does
         fixed_hit: set[str] = set()
@@ -477,7 +462,7 @@ def test_bad_input_gets_one_clear_sentence(store: tuple[Settings, dict[str, Simu
     with pytest.raises(AnalysisError, match=r"is not after the start"):
         analyze(client, settings, "better", start=START, end=START)
     one_arm = simulate_experiment("only-a", 50, split=0.0, seed=5, user_prefix="oa-", start=START)
-    load(client, one_arm)
+    load_simulated(client, one_arm)
     with pytest.raises(AnalysisError, match=r"arm B of experiment 'only-a' has no interactions"):
         analyze(client, settings, "only-a")
     unscored = simulate_experiment("unscored-b", 200, seed=6, user_prefix="ub-", start=START)
@@ -558,7 +543,7 @@ def test_cuped_adjusts_each_users_mean_by_their_pre_period_as_numpy_does(
     sim = simulate_experiment(
         "with-history", 1500, effect=0.1, seed=11, user_prefix="h-", start=START, pre_period_days=14
     )
-    load(client, sim)
+    load_simulated(client, sim)
     verdict = analyze(client, settings, "with-history", cuped=True, record=False)
     got = verdict.metric("implicit_score_cuped")
     # numpy: y = each user's mean score in the experiment, x = their mean before it

@@ -18,12 +18,17 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from prefloop.analytics.metrics import FAR_FUTURE as FAR
 from prefloop.analytics.metrics import ExperimentData, experiment_data
 from prefloop.analytics.rollup import MARGIN, last_build, refresh
-from prefloop.analytics.simulate import Simulated, simulate_experiment
+from prefloop.analytics.simulate import simulate_experiment
 from prefloop.analytics.verdict import analyze
 from prefloop.clickhouse.client import connect
 from prefloop.clickhouse.migrations import apply_migrations, apply_retention
 from prefloop.settings import Settings
-from prefloop.testing import isolated_settings, start_store
+from prefloop.testing import (
+    isolated_settings,
+    load_simulated,
+    record_model_event,
+    start_store,
+)
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE = START - timedelta(hours=1)
@@ -40,16 +45,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield settings
     finally:
         process.stop()
-
-
-def load(client: Client, sim: Simulated, inserted_at: datetime | None = None) -> None:
-    """The simulated rows; ``inserted_at`` says when the sink wrote them (default: now)."""
-    for table in ("interactions", "scores", "exposures"):
-        rows = getattr(sim, table)
-        if inserted_at is not None:
-            stamp = pa.array([inserted_at] * rows.num_rows, pa.timestamp("ms", tz="UTC"))
-            rows = rows.append_column("_inserted_at", stamp)
-        client.insert_arrow(table, rows)
 
 
 def both_paths(client: Client, experiment: str) -> tuple[ExperimentData, ExperimentData]:
@@ -101,7 +96,7 @@ def rows_of(client: Client, table: str, experiment: str, computed_at: datetime) 
 def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Settings) -> None:
     client = connect(store)
     sim = simulate_experiment("rolled", 400, seed=21, user_prefix="ro-", start=START)
-    load(client, sim, inserted_at=LONG_AGO)
+    load_simulated(client, sim, inserted_at=LONG_AGO)
     assert last_build(client, "rolled", SINCE) is None
     assert_same(*both_paths(client, "rolled"))  # the first look builds them whole
     first = last_build(client, "rolled", SINCE)
@@ -118,7 +113,9 @@ def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Sett
     # then, as the sink writes them: new users, a late revision of one user's score (its
     # insert begun before the last build), a client's duplicate of another's interaction,
     # and a third user moved to arm B
-    load(client, simulate_experiment("rolled", 5, seed=22, user_prefix="new-", start=START))
+    load_simulated(
+        client, simulate_experiment("rolled", 5, seed=22, user_prefix="new-", start=START)
+    )
     score = next(s for s in sim.scores.to_pylist() if s["arm"] == "B")  # not the mover's
     revised = {
         **score,
@@ -174,19 +171,12 @@ def test_the_rollups_say_what_the_event_tables_say_after_each_change(store: Sett
     assert rows_of(client, "scores_by_user", "rolled", third) == new_users + 1 + 2
 
 
-def record_start(client: Client, experiment: str, at: datetime) -> None:
-    """The router's record of the run's start."""
-    client.insert(
-        "model_events",
-        [[f"{experiment}-start", at, "AB_STARTED", "v2", experiment, {"split": 50.0}]],
-        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
-    )
-
-
 def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Settings) -> None:
     client = connect(store)
-    load(client, simulate_experiment("kept", 300, seed=23, user_prefix="kp-", start=START))
-    record_start(client, "kept", SINCE)
+    load_simulated(
+        client, simulate_experiment("kept", 300, seed=23, user_prefix="kp-", start=START)
+    )
+    record_model_event(client, "kept", "AB_STARTED", SINCE)
     analyze(client, store, "kept", end=FAR, split=50.0)  # windows: the event tables
     analyze(client, store, "kept", start=SINCE, split=50.0)
     assert last_build(client, "kept", SINCE) is None
@@ -205,8 +195,8 @@ def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Se
     apply_migrations(short, database)
     apply_retention(short, 12)
     begun = datetime.now(UTC) - timedelta(days=11.5)
-    load(short, simulate_experiment("cut", 300, seed=27, user_prefix="ct-", start=begun))
-    record_start(short, "cut", begun - timedelta(hours=1))
+    load_simulated(short, simulate_experiment("cut", 300, seed=27, user_prefix="ct-", start=begun))
+    record_model_event(short, "cut", "AB_STARTED", begun - timedelta(hours=1))
     verdict = analyze(short, store, "cut", split=50.0)
     assert verdict.arms["A"].users + verdict.arms["B"].users == 300
     assert short.query("SELECT count() FROM rollup_builds").result_rows == [(0,)]
@@ -225,9 +215,11 @@ def test_the_rollups_follow_new_rows_on_a_clock_behind_utc(
         try:
             client = connect(settings)
             sim = simulate_experiment("west", 200, seed=25, user_prefix="we-", start=START)
-            load(client, sim, inserted_at=LONG_AGO)
+            load_simulated(client, sim, inserted_at=LONG_AGO)
             assert_same(*both_paths(client, "west"))
-            load(client, simulate_experiment("west", 5, seed=26, user_prefix="wn-", start=START))
+            load_simulated(
+                client, simulate_experiment("west", 5, seed=26, user_prefix="wn-", start=START)
+            )
             tables, rollups = both_paths(client, "west")
             assert_same(tables, rollups)
             assert rollups.arms["A"].users + rollups.arms["B"].users == 205
@@ -261,7 +253,9 @@ def test_a_client_that_may_not_write_reads_the_event_tables(
     store: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = connect(store)
-    load(client, simulate_experiment("readonly", 200, seed=24, user_prefix="rd-", start=START))
+    load_simulated(
+        client, simulate_experiment("readonly", 200, seed=24, user_prefix="rd-", start=START)
+    )
     refused: Any = ReadOnly(client)
     got = experiment_data(refused, "readonly", SINCE, None, THRESHOLD_MS)
     assert "cannot bring the per-user rollups of readonly up to date" in caplog.text
