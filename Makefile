@@ -33,7 +33,7 @@ demo: install jars
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy prefloop streams serving training analytics sdk/python/prefloop_sdk
+	$(BIN)/mypy prefloop streams serving training analytics loop infra sdk/python/prefloop_sdk
 
 typecheck: lint
 

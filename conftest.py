@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import Settings
-from prefloop.testing import local_kafka
 
 ROOT = Path(__file__).parent
 _EXIT_STATUS = pytest.StashKey[int]()

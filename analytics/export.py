@@ -44,7 +44,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from prefloop.errors import ClickHouseError, PrefloopError, first_line
+from prefloop.analytics.exceptions import ExportError, TimeRangeError
+from prefloop.errors import ClickHouseError, first_line
 
 __all__ = [
     "ExportError",
@@ -91,14 +92,6 @@ LEFT JOIN (
 ) AS latest ON latest.response_id = page.response_id
 ORDER BY ts_ms, interaction_id
 """
-
-
-class ExportError(PrefloopError):
-    """An export's arguments are invalid, or its output cannot be written."""
-
-
-class TimeRangeError(ExportError, ValueError):
-    """A start or end time is not a date or time, or the end is not after the start."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from prefloop.errors import ClickHouseError, PrefloopError, first_line
+from prefloop.analytics.exceptions import ForgetError
+from prefloop.errors import ClickHouseError, first_line
 
 __all__ = ["FORGET_ORDER", "ForgetError", "ForgetReport", "forget_user", "forgotten_users"]
 
@@ -80,10 +81,6 @@ _CONDITIONS: dict[str, str] = {
     "scores_by_user": _USER,
 }
 FORGET_ORDER = tuple(_CONDITIONS)
-
-
-class ForgetError(PrefloopError, ValueError):
-    """The user to forget is not given."""
 
 
 @dataclass(frozen=True)

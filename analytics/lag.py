@@ -32,8 +32,8 @@ from confluent_kafka import (
 )
 
 from prefloop import kafka
+from prefloop.analytics.exceptions import SinkLagError
 from prefloop.analytics.sink import sink_group
-from prefloop.errors import PrefloopError
 from prefloop.settings import Settings
 
 __all__ = ["SinkLagError", "TopicLag", "sink_lag"]
@@ -56,10 +56,6 @@ class TopicLag:
     topic: str
     events: int  # offsets the sink has not committed yet (a transaction marker takes one)
     oldest_s: float  # age of the oldest of them by its Kafka timestamp, in s; 0.0: none
-
-
-class SinkLagError(PrefloopError):
-    """The sink's lag could not be read from the broker."""
 
 
 def sink_lag(

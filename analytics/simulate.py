@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Simulated", "simulate_experiment"]
+__all__ = ["Simulated", "load_simulated", "record_model_event", "simulate_experiment"]
 
 _DAY_MS = 86_400_000
 
@@ -183,4 +184,28 @@ def simulate_experiment(
         regenerated=regenerated,
         reported=reported,
         latency_ms=latency_ms,
+    )
+
+
+def load_simulated(client: Any, sim: Simulated, inserted_at: datetime | None = None) -> None:
+    """A simulated experiment (:func:`simulate_experiment`) into its typed tables;
+    ``inserted_at`` says when the sink wrote its interactions and
+    scores (default: now, as ClickHouse stamps them)."""
+    for table in ("interactions", "scores", "exposures"):
+        rows = getattr(sim, table)
+        if inserted_at is not None and table != "exposures":
+            stamp = pa.array([inserted_at] * rows.num_rows, pa.timestamp("ms", tz="UTC"))
+            rows = rows.append_column("_inserted_at", stamp)
+        client.insert_arrow(table, rows)
+
+
+def record_model_event(
+    client: Any, experiment: str, kind: str, ts: datetime, split: float = 50.0
+) -> None:
+    """A model event of the router's (``AB_STARTED``, ``SPLIT_CHANGED``) in ClickHouse,
+    as the sink would land it: the verdict reads a run's start and its split history."""
+    client.insert(
+        "model_events",
+        [[f"{experiment}-{kind}-{ts.timestamp()}", ts, kind, "v2", experiment, {"split": split}]],
+        column_names=["event_id", "ts", "kind", "model_version", "experiment_id", "metrics"],
     )

@@ -42,6 +42,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from scipy.stats import chi2, norm
 from scipy.stats import t as student_t
 
+from prefloop.analytics.exceptions import AnalysisError, StatsError
 from prefloop.analytics.metrics import (
     FAR_FUTURE,
     RATIO_METRICS,
@@ -55,7 +56,6 @@ from prefloop.analytics.stats import (
     JointMoments,
     Moments,
     SrmResult,
-    StatsError,
     TestResult,
     holm,
     msprt_from_estimate,
@@ -67,7 +67,7 @@ from prefloop.analytics.stats import (
     welch_t,
 )
 from prefloop.analytics.stats import cuped as stats_cuped
-from prefloop.errors import ClickHouseError, PrefloopError, first_line
+from prefloop.errors import ClickHouseError, first_line
 from prefloop.settings import Settings
 
 __all__ = [
@@ -91,10 +91,6 @@ SRM_THRESHOLD = 0.001
 # other, and a user assigned meanwhile by the old split is not a mismatch.
 SRM_GRACE = timedelta(seconds=60)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class AnalysisError(PrefloopError, ValueError):
-    """An experiment that cannot be analysed as asked: the message says why."""
 
 
 @dataclass(frozen=True)

@@ -69,22 +69,22 @@ import pandas as pd
 import scipy.stats as sps
 from common import median, write_section
 
+from prefloop.analytics.exceptions import StatsError
 from prefloop.analytics.metrics import RATIO_METRICS, ArmSummary, ExperimentData
-from prefloop.analytics.simulate import simulate_experiment
+from prefloop.analytics.schema import migrate
+from prefloop.analytics.simulate import record_model_event, simulate_experiment
 from prefloop.analytics.stats import (
     JointMoments,
     Moments,
     SrmResult,
-    StatsError,
     TestResult,
     ratio_delta,
     srm_check,
 )
 from prefloop.analytics.verdict import SRM_THRESHOLD, Verdict, analyze, split_history
 from prefloop.clickhouse.client import embedded_client
-from prefloop.clickhouse.migrations import apply_migrations
 from prefloop.settings import Settings
-from prefloop.testing import isolated_settings, record_model_event
+from prefloop.testing import isolated_settings
 
 EVENTS = int(os.environ.get("BENCH_ANALYTICS_EVENTS", "10000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -512,7 +512,7 @@ def _median_index(seconds: list[float]) -> int:
 
 def run(settings: Settings) -> None:
     client = embedded_client(settings, settings.clickhouse_database)
-    apply_migrations(client, settings.clickhouse_database)
+    migrate(client, settings.clickhouse_database)
     started = time.perf_counter()
     users = max(EVENTS // int(2 * RESPONSES_PER_USER), 100)
     rows = load(client, users)

@@ -21,8 +21,9 @@ import uuid
 from common import median, write_section
 
 from prefloop import kafka
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import child_environment
-from prefloop.testing import fresh_topics, local_kafka
+from prefloop.testing import fresh_topics
 from prefloop_sdk import FeedbackClient, InteractionIds
 
 BATCH = 100
@@ -68,7 +69,7 @@ def collector_rate(settings: kafka.Settings, home: str) -> float:
             home=home, collector_port=port, collector_rate_per_s=1e9, collector_burst=10**9
         )
     )
-    server = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "collector"], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "prefloop.loop.cli", "collector"], env=env)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

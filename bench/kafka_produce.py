@@ -19,10 +19,11 @@ from pathlib import Path
 from common import median, write_section
 
 from prefloop import kafka
+from prefloop.infra.kafka_broker import java_binary
+from prefloop.infra.local_stack import LocalStack
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import Settings
-from prefloop.stack.kafka import java_binary
-from prefloop.stack.local import LocalStack
-from prefloop.testing import fresh_topics, isolated_settings, local_kafka
+from prefloop.testing import fresh_topics, isolated_settings
 
 RECORDS = int(os.environ.get("BENCH_KAFKA_RECORDS", "200000"))
 RECORD_SIZE = 500

@@ -16,6 +16,8 @@ BENCHMARKS = [
     "streams",
     "serving",
     "analytics",
+    "cli_start",
+    "training",
 ]
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from typing import Any
 from common import write_section
 from confluent_kafka import Producer
 
-from prefloop.testing import fresh_topics, local_kafka
+from prefloop.infra.testing import local_kafka
+from prefloop.testing import fresh_topics
 from prefloop_sdk import Codec, FeedbackClient, InteractionIds
 from prefloop_sdk.delivery import PRODUCER_DEFAULTS
 

@@ -48,11 +48,13 @@ from common import median, write_section
 from confluent_kafka import TopicPartition
 
 from prefloop import kafka
+from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
+from prefloop.infra.testing import local_kafka
 from prefloop.model_registry import ModelRegistry
+from prefloop.process import port_answers
+from prefloop.ray_client import connect
 from prefloop.settings import Settings
-from prefloop.stack.process import port_answers
-from prefloop.stack.ray import STOP_TIMEOUT_S, connect, ray_process, start_head
-from prefloop.testing import free_port, fresh_topics, local_kafka
+from prefloop.testing import free_port, fresh_topics
 
 SECONDS = float(os.environ.get("BENCH_SERVING_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))

@@ -46,12 +46,13 @@ from confluent_kafka import Message, TopicPartition
 
 from prefloop import kafka
 from prefloop.analytics import sink as sink_module
+from prefloop.analytics.schema import migrate
 from prefloop.analytics.sink import ClickHouseSink, rows_table
 from prefloop.analytics.tables import load_layouts
 from prefloop.clickhouse.client import embedded_client
-from prefloop.clickhouse.migrations import apply_migrations
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import Settings
-from prefloop.testing import fresh_topics, local_kafka
+from prefloop.testing import fresh_topics
 from prefloop_sdk import Codec, codec
 from prefloop_sdk.events import key_of
 
@@ -122,7 +123,7 @@ def consume_all(settings: Settings, topic: str) -> list[Message]:
 def fresh_database(settings: Settings) -> tuple[Settings, Any]:
     database = f"bench_{uuid.uuid4().hex[:8]}"
     client = embedded_client(settings, database)
-    apply_migrations(client, database)
+    migrate(client, database)
     return settings.with_overrides(clickhouse_database=database), client
 
 

@@ -35,14 +35,15 @@ from common import machine, median, write_section
 from confluent_kafka import TopicPartition
 
 from prefloop import kafka
+from prefloop.infra.local_stack import worker_ready
+from prefloop.infra.testing import StreamWorker, local_kafka
 from prefloop.settings import Settings, child_environment
-from prefloop.stack.local import worker_ready
 from prefloop.streams import rolling
-from prefloop.streams.conversation_pairs import ConversationPairMiner
+from prefloop.streams.conversation_miner import ConversationPairMiner
 from prefloop.streams.normalize import prompt_key
 from prefloop.streams.scoring import Scorer
 from prefloop.streams.topology import StreamTopics, app_id, ensure_stream_topics
-from prefloop.testing import StreamWorker, committed_past, free_port, fresh_topics, local_kafka
+from prefloop.testing import committed_past, free_port, fresh_topics
 from prefloop_sdk import FeedbackClient, InteractionIds, decode, encode
 from prefloop_sdk.events import key_of
 
@@ -175,7 +176,7 @@ def worker_run(settings: Settings) -> float:
         for p in range(settings.topic_partitions):
             ends[(topic, p)] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
     worker = StreamWorker(settings)
-    argv = [sys.executable, "-m", "prefloop.cli", "worker"]
+    argv = [sys.executable, "-m", "prefloop.loop.cli", "worker"]
     worker.process.start(argv, env=child_environment(settings))
     try:
         while not worker_ready(settings.streams_web_port):

@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from prefloop.errors import StackError
+from prefloop.process import port_answers
 from prefloop.settings import Settings
-from prefloop.stack.process import port_answers
 from prefloop_sdk import decode
 
 # librdkafka's own log: its transient warnings (a coordinator still loading, a

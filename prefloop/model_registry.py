@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +72,11 @@ class ModelVersion:
     created_ms: int
     parent: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # a trained version's record: the pairs it learnt from, how, and what it earned
+    lineage: dict[str, Any] = field(default_factory=dict)  # pair ranges, counts, sources
+    training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, versions, metrics
+    evaluation: dict[str, Any] = field(default_factory=dict)  # offline evaluation results
+    gates: dict[str, Any] = field(default_factory=dict)  # quality gates and their outcome
 
 
 def check_version_name(version: str) -> str:
@@ -123,6 +128,9 @@ class ModelRegistry:
         backend: Backend = "transformers",
         parent: str | None = None,
         detail: dict[str, str] | None = None,
+        lineage: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Copy the model in ``path`` in as ``version``; the manifest is written last."""
         check_version_name(version)
@@ -148,10 +156,44 @@ class ModelRegistry:
             for item in sorted(Path(path).iterdir()):
                 if item.name != MANIFEST:
                     self._fs.put(str(item), f"{target}/{item.name}", recursive=item.is_dir())
-        entry = ModelVersion(version, backend, int(time.time() * 1000), parent, dict(detail or {}))
+        entry = ModelVersion(
+            version,
+            backend,
+            int(time.time() * 1000),
+            parent,
+            dict(detail or {}),
+            dict(lineage or {}),
+            dict(training or {}),
+            dict(evaluation or {}),
+        )
         with self._fs.open(f"{target}/{MANIFEST}", "w") as handle:
             json.dump(asdict(entry), handle, indent=2)
         return entry
+
+    def annotate(
+        self,
+        version: str,
+        *,
+        evaluation: dict[str, Any] | None = None,
+        gates: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Record a version's evaluation or gate results in its manifest.
+
+        The weights stay immutable; these are findings about them, added as they are
+        made. The manifest is replaced whole (written beside it, then moved over it).
+        """
+        entry = self.get(version)
+        changed = replace(
+            entry,
+            evaluation=entry.evaluation if evaluation is None else dict(evaluation),
+            gates=entry.gates if gates is None else dict(gates),
+        )
+        path = f"{self._root}/{version}/{MANIFEST}"
+        staging = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open(staging, "w") as handle:
+            json.dump(asdict(changed), handle, indent=2)
+        self._fs.mv(staging, path)
+        return changed
 
     def local_path(self, version: str, cache_dir: Path) -> Path:
         """A local directory holding ``version``'s files: itself, or a cached copy."""
@@ -183,6 +225,10 @@ class ModelRegistry:
             created_ms=int(data["created_ms"]),
             parent=data.get("parent"),
             detail=dict(data.get("detail") or {}),
+            lineage=dict(data.get("lineage") or {}),
+            training=dict(data.get("training") or {}),
+            evaluation=dict(data.get("evaluation") or {}),
+            gates=dict(data.get("gates") or {}),
         )
 
 

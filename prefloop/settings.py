@@ -236,6 +236,40 @@ class Settings(BaseSettings):
         gt=0,
         description="a requested training with no outcome after this many seconds is given up",
     )
+    # -- training ------------------------------------------------------------
+    train_config: str = Field(
+        "{}",
+        description="the DPO job's hyperparameters over their defaults, JSON, e.g. "
+        '{"learning_rate": 1e-6, "lora": true} (the parameters: prefloop.training.config)',
+    )
+    train_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs a training job asks of the Ray cluster (0: CPU)"
+    )
+    train_num_cpus: float = Field(1.0, ge=0, description="CPUs a training job asks of Ray")
+    train_poll_s: float = Field(
+        2.0, gt=0, description="seconds between the trainer service's looks at a running job"
+    )
+    eval_judge: str = Field(
+        "",
+        description="the offline evaluation's judge, module:function(prompt_messages, response) "
+        "-> float; empty: the built-in one",
+    )
+    eval_safety: str = Field(
+        "",
+        description="the safety policy, module:function(prompt_messages, response) -> bool; "
+        "empty: the built-in patterns",
+    )
+    ray_jobs_url: str | None = Field(
+        None,
+        description="the Ray Jobs API (a cluster's dashboard, http://head:8265); unset: the "
+        "local head's dashboard",
+    )
+    ab_start_split: float = Field(
+        10.0,
+        gt=0,
+        lt=100,
+        description="percent of users a candidate that passed its gates gets in its first A/B",
+    )
     sink_batch_rows: int = Field(
         10_000, ge=1, description="rows the ClickHouse sink inserts at most per batch"
     )

@@ -19,16 +19,12 @@ from typing import Any
 
 import xxhash
 
-from prefloop.errors import PrefloopError
+from .exceptions import SplitError
 
 __all__ = ["BUCKETS", "ArmAssignment", "Routing", "Split", "SplitError", "bucket_of"]
 
 BUCKETS = 10_000
 """Buckets per experiment: the split's resolution is 100 / BUCKETS percent."""
-
-
-class SplitError(PrefloopError, ValueError):
-    """An experiment's split that cannot be served; the message says how to fix it."""
 
 
 def bucket_of(salt: str, user_id: str) -> int:

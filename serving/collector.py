@@ -39,7 +39,8 @@ from prefloop.settings import Settings
 from prefloop_sdk.errors import InvalidRecordError
 from prefloop_sdk.jsonform import from_json
 
-from .http import BodyTooLarge, read_body
+from .exceptions import BodyTooLarge
+from .http import read_body
 
 # what clients may send; the platform's own records (scores, pairs, ...) are not theirs
 CLIENT_TYPES = ("interaction", "feedback", "exposure", "annotation_result")

@@ -19,13 +19,13 @@ import time
 import uuid
 from typing import Any
 
-from prefloop.errors import PrefloopError
+from prefloop.event_client import feedback_client
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, settings_env
 
 from .assignment import Routing, Split
 from .deployment import DEPLOYMENT
-from .events import feedback_client
+from .exceptions import ServingError
 
 __all__ = [
     "APP_NAME",
@@ -46,10 +46,6 @@ __all__ = [
 APP_NAME = "prefloop"
 PROXY_GRACE_S = 2.0  # the proxy's deadline is the router's plus this
 _SECRETS = ("PASSWORD", "TOKEN")
-
-
-class ServingError(PrefloopError):
-    """The router could not be deployed or changed; the message says what to do."""
 
 
 def router_url(settings: Settings) -> str:
@@ -282,7 +278,7 @@ def _client(settings: Settings) -> Any:
     from ray.serve.context import _get_global_client
 
     if not ray.is_initialized():
-        from prefloop.stack.ray import connect
+        from prefloop.ray_client import connect
 
         connect(settings)
     client = _get_global_client(raise_if_no_controller_running=False)

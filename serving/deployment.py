@@ -18,12 +18,12 @@ from typing import Any
 
 from ray import serve
 
+from prefloop.event_client import feedback_client
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, load_settings
 
 from .assignment import Routing
 from .collector import Limits, create_collector
-from .events import feedback_client
 from .openai_api import ApiLimits
 from .pool import ModelPool
 from .router import ChatRouter

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from .exceptions import BodyTooLarge
+
 __all__ = ["BodyTooLarge", "read_body"]
-
-
-class BodyTooLarge(Exception):
-    """A request body over the limit; ``size`` is the declared length, if one was."""
-
-    def __init__(self, limit: int, size: int | None = None) -> None:
-        self.limit, self.size = limit, size
-        given = f"of {size} bytes " if size is not None else ""
-        super().__init__(f"body {given}exceeds the limit of {limit} bytes")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .backends.base import ROLES, Generation, GenerationRequest
 from .backends.exceptions import InvalidRequestError
+from .exceptions import ApiError
 
 __all__ = [
     "ROUTED_MODEL",
@@ -52,34 +53,6 @@ _KNOWN_FIELDS = frozenset(
         "parallel_tool_calls", "service_tier", "response_format",
     }
 )  # fmt: skip
-
-
-class ApiError(Exception):
-    """A request the API refuses, with the HTTP status and OpenAI's error fields."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = (
-            status, message, param, code, kind,
-        )  # fmt: skip
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 @dataclass(frozen=True)

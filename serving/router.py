@@ -39,10 +39,10 @@ from starlette.routing import Mount, Route
 from .assignment import ArmAssignment, Routing
 from .backends.base import Backend, Generation, GenerationRequest
 from .backends.exceptions import BackendError
-from .http import BodyTooLarge, read_body
+from .exceptions import ApiError, BodyTooLarge
+from .http import read_body
 from .openai_api import (
     ROUTED_MODEL,
-    ApiError,
     ApiLimits,
     ChatRequest,
     chunk_body,

@@ -38,12 +38,14 @@ from mode import CrashingSupervisor
 from prefloop import kafka
 from prefloop.settings import Settings
 from prefloop.streams import rolling
+from prefloop.streams.annotation_miner import AnnotationPairMiner
 from prefloop.streams.consumer import install as install_consumer
-from prefloop.streams.conversation_pairs import ConversationPairMiner
-from prefloop.streams.implicit_pairs import ImplicitPairMiner
+from prefloop.streams.conversation_miner import ConversationPairMiner
+from prefloop.streams.health import worker_health
+from prefloop.streams.implicit_miner import ImplicitPairMiner
 from prefloop.streams.inputs import Decoded, Inbox
 from prefloop.streams.normalize import prompt_key
-from prefloop.streams.pairs import AnnotationPairMiner, PairStep
+from prefloop.streams.preference_pair import PairStep
 from prefloop.streams.records import Record
 from prefloop.streams.sampler_store import SamplerStore
 from prefloop.streams.sampling import Sampler
@@ -387,33 +389,9 @@ class StreamsApp:
         return web.json(self.health())
 
     def health(self) -> dict[str, Any]:
-        """The partitions this worker holds, and those of them it is not reading now.
-
-        ``paused``: held back by Faust (table recovery, a rebalance); ``buffered``: an
-        agent's queue is full. A partition that stays in either while ``lag`` grows is
-        stuck; ``lag`` is the end offset less the last committed one, per partition.
-        """
-        consumer: Any = self.app.consumer
-
-        def names(tps: Any) -> list[str]:
-            return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
-
-        assigned = consumer.assignment()
-        lag = {}
-        for tp in assigned:
-            end = consumer.highwater(tp)
-            committed = consumer._committed_offset.get(tp)
-            if end is not None and end >= 0:
-                lag[f"{tp.topic}:{tp.partition}"] = end - (committed or 0)
-        return {
-            "app": self.app.conf.id,
-            "assigned": names(assigned),
-            "paused": names(consumer._paused_partitions & assigned),
-            "buffered": names(consumer._buffered_partitions & assigned),
-            "in_recovery": bool(self.app.in_recovery),
-            "flow_active": bool(consumer.flow_active),
-            "lag": dict(sorted(lag.items())),
-        }
+        """The worker's partitions, those it is not reading now, and its lag per input
+        partition (:func:`prefloop.streams.health.worker_health`)."""
+        return worker_health(self.app)
 
     # -- annotate: AnnotationResults into ANNOTATION pairs ---------------------------
     async def _annotate_agent(self, stream: Any) -> None:

@@ -17,6 +17,9 @@ both found by the SIGKILL test after a restart on a backlog:
 :class:`WorkerConsumer` defers every partition resume to the ``resume_flow`` that
 follows it at each call site, after the clear: nothing is delivered in between, the
 seek cannot race a delivery, and the clear has nothing of ours to drop.
+
+It also tells the health view (:mod:`prefloop.streams.health`) the Kafka client's
+position, which, unlike Faust's read offset, moves past transaction markers.
 """
 
 from __future__ import annotations
@@ -35,6 +38,21 @@ class WorkerConsumer(Consumer):
     """Faust's aiokafka consumer, resuming partitions only when flow resumes."""
 
     _resume_deferred: set[TP] | None = None
+
+    def client_position(self, tp: TP) -> int | None:
+        """The next offset the Kafka client hands over for ``tp``: past the transaction
+        markers and aborted records it skips, unlike Faust's own read offset. None
+        while the partition has no position (just assigned, not yet sought).
+
+        The client lives on the consumer's thread; this reads its state from the app's,
+        as Faust's own ``highwater`` does: a snapshot, never a change."""
+        client: Any = getattr(self._thread, "_consumer", None)
+        subscription = client._subscription.subscription if client is not None else None
+        assignment = subscription.assignment if subscription is not None else None
+        state = assignment.state_value(tp) if assignment is not None else None
+        if state is None or not state.has_valid_position:
+            return None
+        return int(state.position)
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         deferred = self._resume_deferred or set()

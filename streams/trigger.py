@@ -10,7 +10,7 @@ range may also hold pairs of other versions sharing the partition; the trainer t
 those whose ``model_version`` is the one requested). The count starts again at zero.
 
 A lineage is busy from its request until a ModelEvent about a version trained from
-it ends the attempt (TRAINED, GATES_FAILED, ARCHIVED, ROLLED_BACK; TRAINING_STARTED
+it ends the attempt (TRAINED, TRAINING_FAILED, GATES_FAILED, ARCHIVED, ROLLED_BACK; TRAINING_STARTED
 refreshes it), or ``busy_timeout_s`` passes with no news (a trainer that died
 silently). Pairs keep counting while it is busy; when it ends with the threshold
 already reached, the next request goes out at once.
@@ -31,7 +31,7 @@ from prefloop.streams.records import Record, SourceOffset, bounded_add
 
 __all__ = ["ENDS_TRAINING", "RetrainTrigger", "TriggerStep"]
 
-ENDS_TRAINING = frozenset({"TRAINED", "GATES_FAILED", "ARCHIVED", "ROLLED_BACK"})
+ENDS_TRAINING = frozenset({"TRAINED", "TRAINING_FAILED", "GATES_FAILED", "ARCHIVED", "ROLLED_BACK"})
 """ModelEvent kinds that end a training attempt of their ``parent_version``."""
 
 _MAX_SEEN = 4096

@@ -85,7 +85,7 @@ def quiet_transformers() -> None:
 
 def prompts(count: int) -> list[list[dict[str, str]]]:
     """``count`` chats of different lengths, from the tokenizer's own corpus."""
-    from prefloop.serving.backends.tiny import chat_corpus
+    from prefloop.tiny_model import chat_corpus
 
     corpus = chat_corpus()
     chats = []
@@ -278,7 +278,7 @@ def host_lines(device: str) -> list[str]:
 
 
 def build_model(options: dict[str, Any]) -> tuple[str, float]:
-    from prefloop.serving.backends.tiny import tiny_model
+    from prefloop.tiny_model import tiny_model
 
     shape: dict[str, Any]
     if options["tiny"]:

@@ -16,8 +16,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
 from prefloop.clickhouse.embedded import open_connection, store_path, track
 from prefloop.errors import ClickHouseError
+from prefloop.process import ManagedProcess
 from prefloop.settings import Settings
-from prefloop.stack.process import ManagedProcess
 
 OWNER_NAME = "clickhouse"
 

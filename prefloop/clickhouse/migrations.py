@@ -6,15 +6,16 @@ edited after it was applied is refused instead of silently diverging: schema
 changes go in a new file.
 
 Retention is not a migration: :func:`apply_retention` sets (or removes) the TTL of
-the event tables from ``PREFLOOP_CLICKHOUSE_RETENTION_DAYS`` each time the
-migrations run, so changing the setting takes effect at the next start.
+the tables it is given each time the migrations run, so changing the setting takes
+effect at the next start. Which files and which tables is the owner's business: the
+analytics room's are in ``prefloop.analytics.schema``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,33 +25,9 @@ from prefloop.errors import ClickHouseError
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
-# The tables whose rows age out after the retention -> the time they age from: the
-# event tables' ``ts``, and when the verdict's per-user rollups were computed (a row
-# is recomputed while its user's events come in; the verdict reads the rollups only
-# for a window that starts within the retention, whose rows are younger still).
-# The aggregates (first_exposures, arm_daily) and forgotten_users are kept.
-RETENTION_TABLES = {
-    "interactions": "ts",
-    "feedback": "ts",
-    "scores": "ts",
-    "exposures": "ts",
-    "model_events": "ts",
-    "preferences": "ts",
-    "annotation_tasks": "ts",
-    "annotation_results": "ts",
-    "dead_letters": "ts",
-    "raw_events": "ts",
-    "interactions_by_user": "computed_at",
-    "scores_by_user": "computed_at",
-}
 _TABLE_TTL = re.compile(r"\sTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
 _TTL_DAYS = re.compile(r"toIntervalDay\((\d+)\)")
 _NO_TTL = re.compile(r"doesn't have any table TTL|no table TTL|no TTL", re.I)
-
-
-def default_directory() -> Path:
-    """analytics/migrations, where the analytics room keeps its DDL."""
-    return Path(str(importlib.resources.files("prefloop.analytics") / "migrations"))
 
 
 @dataclass(frozen=True)
@@ -86,8 +63,8 @@ def discover(directory: Path) -> list[Migration]:
     return migrations
 
 
-def apply_migrations(client: Client, database: str, directory: Path | None = None) -> list[str]:
-    """Apply the migrations not applied yet; returns the file names applied."""
+def apply_migrations(client: Client, database: str, directory: Path) -> list[str]:
+    """Apply the migrations of ``directory`` not applied yet; returns the file names applied."""
     client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     client.database = database
     client.command(
@@ -100,7 +77,7 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
         for row in client.query("SELECT version, name, checksum FROM schema_migrations").result_rows
     }
     done = []
-    for migration in discover(directory or default_directory()):
+    for migration in discover(directory):
         if migration.version in applied:
             name, checksum = applied[migration.version]
             if checksum != migration.checksum:
@@ -137,11 +114,11 @@ def ttl_days(engine_full: str) -> int:
     return int(days.group(1)) if days else 0
 
 
-def apply_retention(client: Client, days: int) -> list[str]:
-    """Keep the rows of the event tables ``days`` days after their ``ts`` (0: forever).
+def apply_retention(client: Client, days: int, tables: Mapping[str, str]) -> list[str]:
+    """Keep the rows of ``tables`` (name -> time column) ``days`` days after that time (0: forever).
 
-    Sets ``TTL toDateTime(ts) + INTERVAL days DAY`` (or the table's own time column)
-    on each table of :data:`RETENTION_TABLES` in the client's database, or removes the TTL when
+    Sets ``TTL toDateTime(column) + INTERVAL days DAY`` on each of ``tables`` in the
+    client's database, or removes the TTL when
     ``days`` is 0. Idempotent: a table whose TTL is already the wanted one is left
     alone (setting a TTL rewrites the table's parts to drop the expired rows, which
     is not worth repeating at every start). Tables the database lacks are skipped.
@@ -156,13 +133,13 @@ def apply_retention(client: Client, days: int) -> list[str]:
         rows = client.query(
             "SELECT name, engine_full FROM system.tables "
             "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
-            parameters={"names": list(RETENTION_TABLES)},
+            parameters={"names": list(tables)},
         ).result_rows
     except Exception as exc:
         raise ClickHouseError(f"cannot read the event tables' TTL: {exc}") from exc
     engines = {str(name): str(engine) for name, engine in rows}
     changed = []
-    for table, column in RETENTION_TABLES.items():
+    for table, column in tables.items():
         if table not in engines:
             continue
         if table_ttl(engines[table]) == (

@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from prefloop import kafka
+from prefloop.event_client import feedback_client
 from prefloop.serving.collector import Limits, create_collector
-from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
 from prefloop.testing import free_port
 from prefloop_sdk import decode

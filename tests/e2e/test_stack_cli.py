@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from prefloop.process import _group_members, pid_alive, port_is_free
 from prefloop.settings import Settings, child_environment
-from prefloop.stack.process import _group_members, pid_alive, port_is_free
 from prefloop.testing import isolated_settings
 
-CLI = [sys.executable, "-m", "prefloop.cli"]
+CLI = [sys.executable, "-m", "prefloop.loop.cli"]
 
 
 def prefloop(

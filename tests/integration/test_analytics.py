@@ -23,23 +23,24 @@ import pytest
 import scipy.stats as sps
 from clickhouse_connect.driver.client import Client
 
-from prefloop.analytics.simulate import Simulated, simulate_experiment
+from prefloop.analytics.exceptions import AnalysisError
+from prefloop.analytics.simulate import (
+    Simulated,
+    load_simulated,
+    record_model_event,
+    simulate_experiment,
+)
 from prefloop.analytics.stats import JointMoments, msprt_from_estimate, ratio_delta
 from prefloop.analytics.verdict import (
-    AnalysisError,
     analyze,
     compare_ratio,
     prior_tau2,
     sequential_p,
 )
 from prefloop.clickhouse.client import connect
+from prefloop.infra.testing import start_store
 from prefloop.settings import Settings, child_environment
-from prefloop.testing import (
-    isolated_settings,
-    load_simulated,
-    record_model_event,
-    start_store,
-)
+from prefloop.testing import isolated_settings
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 RTOL = 1e-6
@@ -483,7 +484,7 @@ def test_bad_input_gets_one_clear_sentence(store: tuple[Settings, dict[str, Simu
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "prefloop.cli", *args],
+        [sys.executable, "-m", "prefloop.loop.cli", *args],
         env=child_environment(settings),
         capture_output=True,
         text=True,

@@ -21,27 +21,20 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from prefloop.analytics.export import (
-    ExportError,
-    TimeRangeError,
-    export_interactions,
-    parse_time,
-)
-from prefloop.analytics.forget import FORGET_ORDER, ForgetError, forget_user, forgotten_users
+from prefloop.analytics.exceptions import ExportError, ForgetError, TimeRangeError
+from prefloop.analytics.export import export_interactions, parse_time
+from prefloop.analytics.forget import FORGET_ORDER, forget_user, forgotten_users
 from prefloop.analytics.rollup import refresh
+from prefloop.analytics.schema import RETENTION_TABLES, migrate, set_retention
 from prefloop.clickhouse.client import connect
-from prefloop.clickhouse.migrations import (
-    RETENTION_TABLES,
-    apply_migrations,
-    apply_retention,
-    ttl_days,
-)
+from prefloop.clickhouse.migrations import ttl_days
 from prefloop.errors import ClickHouseError
+from prefloop.infra.testing import start_store
 from prefloop.settings import Settings, child_environment
 from prefloop.streams.offline import read_scored_responses, sample_file
-from prefloop.testing import isolated_settings, start_store
+from prefloop.testing import isolated_settings
 
-CLI = [sys.executable, "-m", "prefloop.cli"]
+CLI = [sys.executable, "-m", "prefloop.loop.cli"]
 STORE_RETENTION_DAYS = 3650
 INJECTED_USER = "x' OR 1=1 --"
 INJECTED_DATE = "2026-01-01'); DROP TABLE interactions; --"
@@ -544,10 +537,10 @@ def test_apply_retention_sets_and_removes_the_ttl_idempotently(
     database = f"ret_{uuid.uuid4().hex[:8]}"
     client.command(f"CREATE DATABASE {database}")
     other = connect(store, database)
-    apply_migrations(other, database)
+    migrate(other, database)
     assert ttl_of(other, "interactions") == ""
 
-    assert apply_retention(other, 30) == list(RETENTION_TABLES)
+    assert set_retention(other, 30) == list(RETENTION_TABLES)
     assert "TTL toDateTime(ts) + toIntervalDay(30)" in str(
         other.query("SHOW CREATE TABLE interactions").result_rows[0][0]
     )
@@ -556,17 +549,17 @@ def test_apply_retention_sets_and_removes_the_ttl_idempotently(
         for t, c in RETENTION_TABLES.items()
     )
     assert ttl_of(other, "scores_by_user") == "TTL toDateTime(computed_at) + toIntervalDay(30)"
-    assert apply_retention(other, 30) == []
+    assert set_retention(other, 30) == []
     assert ttl_days(engine_of(other, "interactions")) == 30
-    assert apply_retention(other, 7) == list(RETENTION_TABLES)
+    assert set_retention(other, 7) == list(RETENTION_TABLES)
     assert ttl_of(other, "raw_events") == "TTL toDateTime(ts) + toIntervalDay(7)"
 
-    assert apply_retention(other, 0) == list(RETENTION_TABLES)
+    assert set_retention(other, 0) == list(RETENTION_TABLES)
     assert all(ttl_of(other, t) == "" for t in RETENTION_TABLES)
-    assert apply_retention(other, 0) == []
+    assert set_retention(other, 0) == []
     assert ttl_days(engine_of(other, "interactions")) == 0
     with pytest.raises(ClickHouseError, match="not valid"):
-        apply_retention(other, -1)
+        set_retention(other, -1)
     # the store's own database keeps its retention
     assert ttl_of(client, "interactions").endswith(f"toIntervalDay({STORE_RETENTION_DAYS})")
 

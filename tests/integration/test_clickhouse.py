@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from prefloop.analytics.schema import migrate
 from prefloop.clickhouse.client import connect, embedded_client, mode
 from prefloop.clickhouse.migrations import apply_migrations
 from prefloop.errors import ClickHouseError
+from prefloop.infra.local_stack import LocalStack
 from prefloop.settings import Settings
-from prefloop.stack.local import LocalStack
 from prefloop.testing import isolated_settings
 
-CLI = [sys.executable, "-m", "prefloop.cli"]
+CLI = [sys.executable, "-m", "prefloop.loop.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_a_failing_migration_names_its_file_and_statement(
 def test_the_bundled_schema_lands_raw_events(in_process: Settings) -> None:
     database = f"db_{uuid.uuid4().hex[:8]}"
     client = embedded_client(in_process)
-    apply_migrations(client, database)
+    migrate(client, database)
     now = datetime.now(UTC)
     row = ["prefloop.interactions", 2, 41, "conv-1", '{"a": 1}', now]
     columns = ["topic", "partition", "offset", "key", "value", "ts"]

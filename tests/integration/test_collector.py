@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 
 from prefloop import kafka
+from prefloop.event_client import feedback_client
 from prefloop.serving.collector import Limits, create_collector
-from prefloop.serving.events import feedback_client
 from prefloop.settings import Settings
 from prefloop.testing import free_port, http_request
 

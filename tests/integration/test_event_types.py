@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefloop import kafka
-from prefloop.serving.events import feedback_client
+from prefloop.event_client import feedback_client
 from prefloop.settings import Settings
 from prefloop_sdk import decode
 from prefloop_sdk.jsonform import from_json

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError
 
 from prefloop import kafka
+from prefloop.infra.kafka_broker import KafkaCluster
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import Settings
-from prefloop.stack.kafka import KafkaCluster
-from prefloop.testing import fresh_topics, local_kafka
+from prefloop.testing import fresh_topics
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

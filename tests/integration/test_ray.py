@@ -6,8 +6,9 @@ from pathlib import Path
 
 import ray
 
-from prefloop.stack.process import _group_members, port_is_free
-from prefloop.stack.ray import STOP_TIMEOUT_S, connect, ray_process, start_head, token_path
+from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
+from prefloop.process import _group_members, port_is_free
+from prefloop.ray_client import connect, token_path
 from prefloop.testing import isolated_settings
 
 

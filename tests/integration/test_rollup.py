@@ -18,17 +18,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from prefloop.analytics.metrics import FAR_FUTURE as FAR
 from prefloop.analytics.metrics import ExperimentData, experiment_data
 from prefloop.analytics.rollup import MARGIN, last_build, refresh
-from prefloop.analytics.simulate import simulate_experiment
+from prefloop.analytics.schema import migrate, set_retention
+from prefloop.analytics.simulate import load_simulated, record_model_event, simulate_experiment
 from prefloop.analytics.verdict import analyze
 from prefloop.clickhouse.client import connect
-from prefloop.clickhouse.migrations import apply_migrations, apply_retention
+from prefloop.infra.testing import start_store
 from prefloop.settings import Settings
-from prefloop.testing import (
-    isolated_settings,
-    load_simulated,
-    record_model_event,
-    start_store,
-)
+from prefloop.testing import isolated_settings
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE = START - timedelta(hours=1)
@@ -192,8 +188,8 @@ def test_the_verdict_reads_the_rollups_only_for_a_whole_run_still_kept(store: Se
     database = f"short_{uuid.uuid4().hex[:8]}"
     client.command(f"CREATE DATABASE {database}")
     short = connect(store, database)
-    apply_migrations(short, database)
-    apply_retention(short, 12)
+    migrate(short, database)
+    set_retention(short, 12)
     begun = datetime.now(UTC) - timedelta(days=11.5)
     load_simulated(short, simulate_experiment("cut", 300, seed=27, user_prefix="ct-", start=begun))
     record_model_event(short, "cut", "AB_STARTED", begun - timedelta(hours=1))

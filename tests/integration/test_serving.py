@@ -22,12 +22,12 @@ import openai
 import pytest
 import ray
 
+from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
 from prefloop.kafka import TopicReader
 from prefloop.model_registry import ModelRegistry
 from prefloop.serving import control
 from prefloop.serving.assignment import Routing, Split
 from prefloop.settings import Settings
-from prefloop.stack.ray import STOP_TIMEOUT_S, ray_process, start_head
 from prefloop.testing import free_port, fresh_topics
 
 REQUEST_TIMEOUT_S = 20.0

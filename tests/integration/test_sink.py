@@ -4,9 +4,9 @@ chDB admits one data directory per process, and other test modules of the same p
 process open their own in-process store, so the store here always lives in a process of
 its own, as `prefloop up` runs it: either the real owner (``prefloop.analytics.owner``:
 chDB, its HTTP interface and the sink thread, writing with the embedded client), or the
-store alone (``prefloop.clickhouse.embedded``) with the sink running in a thread of this
-process and writing over HTTP, where a test can wrap its client to make inserts fail or
-crash at a chosen point.
+store alone (``python -m prefloop.analytics.owner --store-only``) with the sink
+running in a thread of this process and writing over HTTP, where a test can wrap its
+client to make inserts fail or crash at a chosen point.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from prefloop import kafka
 from prefloop.analytics.sink import ClickHouseSink, _Handover, event_id_of, sink_group
 from prefloop.analytics.tables import Watermarks
 from prefloop.clickhouse.client import connect
+from prefloop.infra.testing import STORE_ONLY, STORE_OWNER, start_store
 from prefloop.settings import REPO_ROOT, Settings, load_settings
-from prefloop.testing import STORE_ONLY, STORE_OWNER, free_port, fresh_topics, start_store
+from prefloop.testing import free_port, fresh_topics
 from prefloop_sdk import RecordType, decode, encode
 from prefloop_sdk.events import key_of
 

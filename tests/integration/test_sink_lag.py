@@ -15,14 +15,16 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from test_sink import SinkThread, committed, produce, scalar, sink_settings, wait_for
 
 from prefloop import kafka
-from prefloop.analytics.lag import SinkLagError, TopicLag, sink_lag
+from prefloop.analytics.exceptions import AnalysisError, SinkLagError
+from prefloop.analytics.lag import TopicLag, sink_lag
 from prefloop.analytics.sink import ClickHouseSink, sink_group
-from prefloop.analytics.verdict import AnalysisError, analyze
-from prefloop.autopilot import Look, look_at, stale_note, verdict_topics
+from prefloop.analytics.verdict import analyze
 from prefloop.clickhouse.client import connect
+from prefloop.infra.testing import STORE_ONLY, start_store
+from prefloop.loop.autopilot import Look, look_at, stale_note, verdict_topics
 from prefloop.serving.assignment import Routing, Split
 from prefloop.settings import Settings
-from prefloop.testing import STORE_ONLY, free_port, fresh_topics, start_store
+from prefloop.testing import free_port, fresh_topics
 
 EXPERIMENT = Routing(experiment=Split("exp-lag", "v1", "v2", 50.0))
 

@@ -10,19 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 from streams_events import MINUTE, SECOND, feedback, interaction
 
 from prefloop import kafka
+from prefloop.infra.testing import StreamWorker
 from prefloop.kafka import TopicReader
 from prefloop.settings import Settings
-from prefloop.streams.topology import StreamTopics, app_id
-from prefloop.testing import (
-    StreamWorker,
-    committed_past,
-    free_port,
-    fresh_topics,
-    http_request,
+from prefloop.streams.topology import (
+    GLOBAL_TABLES,
+    PARTITIONED_TABLES,
+    StreamTopics,
+    app_id,
+    changelog_topic,
 )
+from prefloop.testing import committed_past, free_port, fresh_topics, http_request
 from prefloop_sdk import encode
 from prefloop_sdk.events import key_of
 
@@ -376,6 +378,82 @@ def test_two_workers_share_the_partitions_and_give_the_same_results(
     ]
     assert all(interactions) and not interactions[0] & interactions[1]
     assert len(interactions[0] | interactions[1]) == s.topic_partitions
+
+
+def test_the_health_view_of_a_worker_at_rest_reads_healthy(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """Everything consumed: no input partition paused, the changelogs (paused by Faust by
+    design) apart, and a lag of 0 everywhere, the partitions ending in transaction
+    markers included. No ticks (an hour apart): a tick read and not yet committed is a
+    true lag of 1 for up to a commit interval, and the view is read at rest."""
+    conversations = 12
+    s = stream_settings(kafka_settings, tmp_path, streams_tick_s=3600.0)
+    out = readers(s, "preferences", "model_events")
+    worker = StreamWorker(s).start()
+    try:
+        conversation_workload(Feed(s), conversations)
+        out["preferences"].wait_for(
+            lambda r: len(r) >= conversations, 120, "every pair", worker.check
+        )
+        out["model_events"].wait_for(lambda r: len(r) >= 1, 60, "the retrain request")
+        deadline = time.monotonic() + 60
+        while not at_rest(health := worker.health()):
+            assert time.monotonic() < deadline, f"the worker never came to rest: {health}"
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+
+    held = set(health["assigned"])
+    changelogs = {
+        f"{changelog_topic(s, table)}:{p}"
+        for tables, partitions in ((PARTITIONED_TABLES, s.topic_partitions), (GLOBAL_TABLES, 1))
+        for table in tables
+        for p in range(partitions)
+    }
+    assert set(health["changelogs"]) == changelogs and changelogs <= held
+    stream_topics = StreamTopics.with_prefix(s.topic_prefix)
+    inputs = [
+        *(getattr(s.topics, name) for name in ("interactions", "feedback")),
+        *(getattr(s.topics, name) for name in ("annotation_results", "model_events")),
+        stream_topics.ticks,
+        stream_topics.by_prompt,
+        stream_topics.retrain_queue,
+    ]
+    expected = {f"{t}:{p}" for t in inputs for p in range(s.topic_partitions)}
+    expected |= {f"{t}:0" for t in stream_topics.single_partition()}
+    assert set(health["lag"]) == expected
+    # the view reads 0 where the group's committed offset is behind the end: the
+    # partitions the worker writes in transactions end in commit markers
+    behind = markers_past_commit(s, [stream_topics.by_prompt, stream_topics.retrain_queue])
+    assert behind, "no partition ends in transaction markers: the check proves nothing"
+    assert {name: health["lag"][name] for name in behind} == dict.fromkeys(behind, 0)
+
+
+def at_rest(health: dict[str, Any]) -> bool:
+    return (
+        not health["in_recovery"]
+        and health["flow_active"]
+        and not health["paused"]
+        and not health["buffered"]
+        and not any(health["lag"].values())
+    )
+
+
+def markers_past_commit(settings: Settings, topics: list[str]) -> dict[str, int]:
+    """The partitions of ``topics`` whose end offset is past the worker's committed one,
+    by how many offsets, as the broker tells it."""
+    group = kafka.consumer(settings, app_id(settings))
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        behind = {}
+        for tp in group.committed(tps, timeout=10):
+            end = group.get_watermark_offsets(tp, timeout=10)[1]
+            if tp.offset >= 0 and end > tp.offset:
+                behind[f"{tp.topic}:{tp.partition}"] = end - tp.offset
+        return behind
+    finally:
+        group.close()
 
 
 def wait_for_split(*settings: Settings, timeout: float = 120.0) -> list[set[str]]:

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from prefloop.errors import MissingToolError, StackError
+from prefloop.infra import kafka_broker
+from prefloop.infra.kafka_broker import KafkaCluster, new_cluster_id, resolve_jars
 from prefloop.settings import load_settings
-from prefloop.stack import kafka as stack_kafka
-from prefloop.stack.kafka import KafkaCluster, new_cluster_id, resolve_jars
 
 
 def properties(text: str) -> dict[str, str]:
@@ -55,10 +55,10 @@ def test_a_folder_without_jars_is_named(tmp_path: Path) -> None:
 def test_missing_maven_is_one_clear_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stack_kafka, "POM", tmp_path / "pom.xml")
+    monkeypatch.setattr(kafka_broker, "POM", tmp_path / "pom.xml")
     monkeypatch.setenv("PATH", str(tmp_path))  # neither mvn nor java here
     settings = load_settings({}, kafka_libs=tmp_path / "lib")
     with pytest.raises(MissingToolError, match="Maven is not installed"):
         resolve_jars(settings)
     with pytest.raises(MissingToolError, match="Java is not installed"):
-        stack_kafka.java_binary()
+        kafka_broker.java_binary()

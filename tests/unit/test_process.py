@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from prefloop.errors import PortInUseError, StackError
-from prefloop.stack.process import ManagedProcess, port_is_free, require_free_port
+from prefloop.process import ManagedProcess, port_is_free, require_free_port
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

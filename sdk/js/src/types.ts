@@ -200,8 +200,8 @@ export interface Interaction {
 }
 
 /** The symbols of ModelEventKind, in schema order. */
-export const ModelEventKindSymbols = ["UNKNOWN","REGISTERED","RETRAIN_REQUESTED","TRAINING_STARTED","TRAINED","EVALUATED","GATES_PASSED","GATES_FAILED","AB_STARTED","SPLIT_CHANGED","PROMOTED","ROLLED_BACK","ARCHIVED"] as const;
-/** The lifecycle step. UNKNOWN is what a reader sees for a step newer than its schema. */
+export const ModelEventKindSymbols = ["UNKNOWN","REGISTERED","RETRAIN_REQUESTED","TRAINING_STARTED","TRAINED","EVALUATED","GATES_PASSED","GATES_FAILED","AB_STARTED","SPLIT_CHANGED","PROMOTED","ROLLED_BACK","ARCHIVED","TRAINING_FAILED"] as const;
+/** The lifecycle step. UNKNOWN is what a reader sees for a step newer than its schema. TRAINING_FAILED (v2): a training attempt ended without a version; detail says why. */
 export type ModelEventKind = (typeof ModelEventKindSymbols)[number];
 
 /** A contiguous range of preference-pair offsets in one partition. */
@@ -369,7 +369,7 @@ export const SCHEMA_VERSIONS: { readonly [K in RecordType]: number } = {
   exposure: 1,
   feedback: 1,
   interaction: 1,
-  model_event: 1,
+  model_event: 2,
   preference_pair: 1,
   scored_interaction: 1,
 };

@@ -18,43 +18,90 @@ spool (``AsyncFeedbackClient`` for asyncio back ends); see ``prefloop_sdk.client
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .aio import AsyncFeedbackClient
-from .catalog import MAGIC, RecordType, SchemaCatalog, SchemaVersion, bundled_catalog
-from .client import Durability, FeedbackClient, default_spool_dir
-from .codec import Codec, EventCodec, decode, default_codec, encode
-from .compatibility import CompatibilityReport, check_compatibility
-from .errors import (
-    ClientClosedError,
-    ClientConfigError,
-    ClientError,
-    CorruptEventError,
-    DecodeError,
-    EncodeError,
-    InvalidEventError,
-    InvalidRecordError,
-    MissingFieldError,
-    NotSingleObjectError,
-    OutOfRangeError,
-    PrefloopError,
-    RegistryError,
-    SchemaCompatibilityError,
-    SchemaError,
-    SpoolError,
-    UnknownFeedbackKindError,
-    UnknownFingerprintError,
-    UnknownRecordTypeError,
-    WrongTypeError,
-)
-from .events import TOPIC_SUFFIXES, FeedbackKind, InteractionIds
-from .ids import new_id
-from .stats import ClientStats
-
 if TYPE_CHECKING:
+    from .aio import AsyncFeedbackClient
+    from .catalog import MAGIC, RecordType, SchemaCatalog, SchemaVersion, bundled_catalog
+    from .client import Durability, FeedbackClient, default_spool_dir
+    from .codec import Codec, EventCodec, decode, default_codec, encode
+    from .compatibility import CompatibilityReport, check_compatibility
+    from .errors import (
+        ClientClosedError,
+        ClientConfigError,
+        ClientError,
+        CorruptEventError,
+        DecodeError,
+        EncodeError,
+        InvalidEventError,
+        InvalidRecordError,
+        MissingFieldError,
+        NotSingleObjectError,
+        OutOfRangeError,
+        PrefloopError,
+        RegistryError,
+        SchemaCompatibilityError,
+        SchemaError,
+        SpoolError,
+        UnknownFeedbackKindError,
+        UnknownFingerprintError,
+        UnknownRecordTypeError,
+        WrongTypeError,
+    )
+    from .events import TOPIC_SUFFIXES, FeedbackKind, InteractionIds
+    from .ids import new_id
     from .registry import RegistryCodec
+    from .stats import ClientStats
 
 __version__ = "0.1.0"
+
+# each public name -> the module that holds it, imported on first use: a host that
+# needs the codec does not pay for the client (and its asyncio, spool, Kafka) too
+_LAZY = {
+    "AsyncFeedbackClient": "aio",
+    "ClientClosedError": "errors",
+    "ClientConfigError": "errors",
+    "ClientError": "errors",
+    "ClientStats": "stats",
+    "Codec": "codec",
+    "CompatibilityReport": "compatibility",
+    "CorruptEventError": "errors",
+    "DecodeError": "errors",
+    "Durability": "client",
+    "EncodeError": "errors",
+    "EventCodec": "codec",
+    "FeedbackClient": "client",
+    "FeedbackKind": "events",
+    "InteractionIds": "events",
+    "InvalidEventError": "errors",
+    "InvalidRecordError": "errors",
+    "MAGIC": "catalog",
+    "MissingFieldError": "errors",
+    "NotSingleObjectError": "errors",
+    "OutOfRangeError": "errors",
+    "PrefloopError": "errors",
+    "RecordType": "catalog",
+    "RegistryError": "errors",
+    "SchemaCatalog": "catalog",
+    "SchemaCompatibilityError": "errors",
+    "SchemaError": "errors",
+    "SchemaVersion": "catalog",
+    "SpoolError": "errors",
+    "TOPIC_SUFFIXES": "events",
+    "UnknownFeedbackKindError": "errors",
+    "UnknownFingerprintError": "errors",
+    "UnknownRecordTypeError": "errors",
+    "WrongTypeError": "errors",
+    "bundled_catalog": "catalog",
+    "check_compatibility": "compatibility",
+    "decode": "codec",
+    "default_codec": "codec",
+    "default_spool_dir": "client",
+    "encode": "codec",
+    "new_id": "ids",
+    "RegistryCodec": "registry",  # needs the registry extra
+}
 
 __all__ = [
     "MAGIC",
@@ -117,12 +164,19 @@ def open_codec(
         from .registry import RegistryCodec
 
         return RegistryCodec.from_url(registry_url, registry_config, **options)
+    from .codec import Codec
+
     return Codec(**options)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RegistryCodec":  # lazily: confluent's registry client is a heavy import
-        from .registry import RegistryCodec
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next look-up is a plain one
+    return value
 
-        return RegistryCodec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,8 +18,9 @@ import pytest
 from client_helpers import Event, by_key, read_topic, read_topics
 
 from prefloop import kafka
+from prefloop.infra.testing import local_kafka
 from prefloop.settings import Settings
-from prefloop.testing import free_port, local_kafka
+from prefloop.testing import free_port
 from prefloop_sdk import AsyncFeedbackClient, FeedbackClient, InteractionIds
 from prefloop_sdk.ids import id_time_ms
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from prefloop.analytics.stats import sample_size, sample_size_proportion
-from prefloop.cli import cli
+from prefloop.loop.cli import cli
 
 
 def plan(*args: str) -> tuple[int, str]:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from prefloop.analytics.exceptions import StatsError
 from prefloop.analytics.stats import (
     JointMoments,
     Moments,
     Proportion,
-    StatsError,
     always_valid_p,
     cuped,
     guardrail_one_sided,

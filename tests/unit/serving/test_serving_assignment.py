@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from prefloop.serving.assignment import BUCKETS, Split, SplitError, bucket_of
+from prefloop.serving.assignment import BUCKETS, Split, bucket_of
+from prefloop.serving.exceptions import SplitError
 
 USERS = [f"user-{i}" for i in range(20_000)]
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from streams_events import MINUTE, SECOND, T0, feedback, interaction, scored
 
+from prefloop.streams.annotation_miner import AnnotationPairMiner, annotation_pair
 from prefloop.streams.config import PairConfig, ScoringConfig
-from prefloop.streams.conversation_pairs import ConversationPairMiner
-from prefloop.streams.implicit_pairs import ImplicitPairMiner
+from prefloop.streams.conversation_miner import ConversationPairMiner
+from prefloop.streams.implicit_miner import ImplicitPairMiner
 from prefloop.streams.normalize import prompt_key
-from prefloop.streams.pairs import AnnotationPairMiner, annotation_pair, pair_id, response_ref
+from prefloop.streams.preference_pair import pair_id, response_ref
 from prefloop.streams.records import source_offset
 from prefloop.streams.scoring import Scorer
 from prefloop_sdk import encode

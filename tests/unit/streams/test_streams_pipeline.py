@@ -13,8 +13,8 @@ from typing import Any
 from streams_events import MINUTE, SECOND, T0, feedback, interaction
 
 from prefloop.streams.config import SamplingConfig, ScoringConfig
-from prefloop.streams.conversation_pairs import ConversationPairMiner
-from prefloop.streams.implicit_pairs import ImplicitPairMiner
+from prefloop.streams.conversation_miner import ConversationPairMiner
+from prefloop.streams.implicit_miner import ImplicitPairMiner
 from prefloop.streams.normalize import prompt_key
 from prefloop.streams.sampling import Sampler
 from prefloop.streams.scoring import Scorer

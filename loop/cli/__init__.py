@@ -1,0 +1,38 @@
+"""The ``prefloop`` command: one group, its commands in a module per area.
+
+Every error prefloop raises on purpose is printed as one sentence (no stack
+trace) with exit code 1. A command imports its room (and chDB, Ray, torch) only
+when it runs, so ``prefloop --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from prefloop.errors import PrefloopError
+from prefloop.loop.cli import analytics, serving, stack, streams, training, verdict
+from prefloop.loop.cli.base import cli, err_console
+
+__all__ = ["cli", "main"]
+
+_COMMANDS = (analytics, serving, stack, streams, training, verdict)  # importing them registers them
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="prefloop", standalone_mode=False)
+    except PrefloopError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from prefloop.loop.cli import main
+
+main()

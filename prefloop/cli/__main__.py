@@ -1,3 +1,0 @@
-from prefloop.cli import main
-
-main()
