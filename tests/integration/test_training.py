@@ -157,21 +157,51 @@ def test_a_request_becomes_a_version_that_learnt_the_preference_and_enters_the_a
     assert any(not torch.equal(before[name], after[name]) for name in before)
 
 
-def test_two_identical_requests_start_one_job(trainer_settings: Settings) -> None:
-    s = trainer_settings.with_overrides(train_config=json.dumps({**CONFIG, "max_steps": 1}))
+def _wait_for_training(service: TrainerService, job_id: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "training: step" in service.jobs.get_job_logs(job_id):
+                return
+        except RuntimeError:  # not submitted yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} showed no training step in {timeout:.0f} s")
+
+
+def test_a_trainer_restarted_while_its_job_runs_adopts_it_and_a_replay_starts_none(
+    trainer_settings: Settings,
+) -> None:
+    s = trainer_settings.with_overrides(train_config=json.dumps({**CONFIG, "max_steps": 40}))
     ranges = write_pairs(s, preference_pairs("base", 24))
     request = retrain_request("base", ranges, 24)
+    job_id = submission_id(request["event_id"])
     events: list[dict[str, Any]] = []
-    first = _service(s, events).handle(request)
-    assert first is not None and first.kind in ("GATES_PASSED", "GATES_FAILED")
-    # the same request again (a replay, or a trainer restarted after submitting)
+    first = _service(s, events)
+    outcomes: list[Any] = []
+    running = threading.Thread(target=lambda: outcomes.append(first.handle(request)), daemon=True)
+    running.start()
+    _wait_for_training(first, job_id)
+    # a second trainer (the first one restarted) meets the same request mid-job
     said: list[str] = []
-    again = TrainerService(s, say=said.append, emit=events.append).handle(dict(request))
-    assert again is not None and again.version == first.version
+    restarted = TrainerService(s, say=said.append, emit=events.append).handle(dict(request))
+    running.join(timeout=300)
+    assert outcomes and outcomes[0] is not None and restarted is not None
+    assert restarted.version == outcomes[0].version and restarted.kind == outcomes[0].kind
+    assert restarted.kind in ("GATES_PASSED", "GATES_FAILED")
     assert any("found job" in line for line in said), said
-    jobs = [j for j in _service(s, []).jobs.list_jobs()
-            if j.submission_id == submission_id(request["event_id"])]  # fmt: skip
+    # and once more after the job ended (a replay of the request)
+    said.clear()
+    replay = TrainerService(s, say=said.append, emit=events.append).handle(dict(request))
+    assert replay is not None and replay.version == restarted.version
+    assert any("found job" in line for line in said), said
+    jobs = [j for j in first.jobs.list_jobs() if j.submission_id == job_id]
     assert len(jobs) == 1
+    # every trainer recorded the same events under the same ids: consumers dedupe them
+    ids: dict[str, set[str]] = {}
+    for event in events:
+        ids.setdefault(event["kind"], set()).add(event["event_id"])
+    assert all(len(v) == 1 for v in ids.values()), ids
 
 
 def test_a_job_stopped_mid_training_fails_and_the_next_request_trains(
@@ -185,15 +215,8 @@ def test_a_job_stopped_mid_training_fails_and_the_next_request_trains(
     job_id = submission_id(request["event_id"])
 
     def stop_when_training() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if "training: step" in service.jobs.get_job_logs(job_id):
-                    service.jobs.stop_job(job_id)
-                    return
-            except RuntimeError:
-                pass
-            time.sleep(0.5)
+        _wait_for_training(service, job_id)
+        service.jobs.stop_job(job_id)
 
     killer = threading.Thread(target=stop_when_training, daemon=True)
     killer.start()
