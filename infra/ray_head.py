@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from prefloop.process import ManagedProcess, port_answers, require_free_port
+from prefloop.process import ManagedProcess, free_port, port_answers, require_free_port
 from prefloop.ray_client import auth_environment
 from prefloop.settings import Settings
 
@@ -25,6 +25,13 @@ START_TIMEOUT_S = 90.0
 # head keeps no state worth a graceful exit, so after this it is killed.
 STOP_TIMEOUT_S = 5.0
 READY_LINE = "will now block forever"
+AGENT_PORT_FLAGS = (
+    "dashboard-agent-listen-port",  # the Jobs API's agent: "No available agent" without it
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "ray-client-server-port",
+)
 
 
 def ray_process(settings: Settings) -> ManagedProcess:
@@ -49,6 +56,9 @@ def start_head(settings: Settings, dashboard: bool | None = None) -> int:
         f"--port={settings.ray_port}",
         f"--object-store-memory={settings.ray_object_store_mb * 1024 * 1024}",
         "--disable-usage-stats",
+        # the node's own daemons on ports free now, not Ray's fixed defaults: another
+        # Ray on this machine (a second stack, a test's head) holds those
+        *(f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS),
     ]
     if settings.ray_dashboard if dashboard is None else dashboard:
         require_free_port(

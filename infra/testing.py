@@ -3,7 +3,8 @@
 ``local_kafka`` starts a real Kafka broker (or a KRaft cluster) in a temporary
 state directory on free ports and stops it afterwards; ``start_store`` runs the
 embedded ClickHouse store's owner in a process of its own; ``StreamWorker`` runs
-``prefloop worker`` as a process a test can SIGKILL. The helpers that start
+``prefloop worker`` as a process a test can SIGKILL; ``local_ray_head`` a Ray head
+for the block. The helpers that start
 nothing are in ``prefloop.testing``.
 """
 
@@ -20,11 +21,19 @@ from typing import Any
 from prefloop.clickhouse.client import owner_process
 from prefloop.infra.kafka_broker import KafkaCluster
 from prefloop.infra.local_stack import worker_ready
+from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
 from prefloop.process import ManagedProcess
 from prefloop.settings import Settings, child_environment
 from prefloop.testing import http_request, isolated_settings
 
-__all__ = ["STORE_ONLY", "STORE_OWNER", "StreamWorker", "local_kafka", "start_store"]
+__all__ = [
+    "STORE_ONLY",
+    "STORE_OWNER",
+    "StreamWorker",
+    "local_kafka",
+    "local_ray_head",
+    "start_store",
+]
 
 
 @contextmanager
@@ -38,6 +47,28 @@ def local_kafka(nodes: int = 1, home: Path | None = None, **overrides: Any) -> I
             yield settings
         finally:
             cluster.stop()
+
+
+@contextmanager
+def local_ray_head(settings: Settings) -> Iterator[Settings]:
+    """A local Ray head (``settings``' ports) for the duration of the block.
+
+    A test process that became the head's driver (``ray.init``, as ``serving.control``
+    does) leaves it first: a driver whose head stops under it exits its process. Serve
+    is shut down with it, or its client, cached past ``ray.shutdown`` under a job id
+    the next head gives again, would be used on that head.
+    """
+    start_head(settings)
+    try:
+        yield settings
+    finally:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+        ray_process(settings).stop(STOP_TIMEOUT_S)
 
 
 # the store owner's command line after ``python -m``

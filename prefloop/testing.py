@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from confluent_kafka import TopicPartition
 
 from prefloop import kafka
+from prefloop.process import free_port
 from prefloop.settings import Settings, load_settings
 from prefloop.tiny_model import tiny_model
 
@@ -34,13 +35,6 @@ __all__ = [
     "isolated_settings",
     "tiny_model",
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def free_port_block(size: int) -> int:

@@ -51,6 +51,8 @@ __all__ = ["Outcome", "TrainerService", "model_event", "submission_id"]
 log = logging.getLogger(__name__)
 GROUP = "prefloop-trainer"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+NO_AGENT = "No available agent"  # the Jobs API's 500 while the head's agent registers
+AGENT_WAIT_S = 120.0
 
 
 def submission_id(request_id: str) -> str:
@@ -243,20 +245,27 @@ class TrainerService:
         ])  # fmt: skip
         env = {k: v for k, v in child_environment(self.settings).items()
                if k.startswith(("PREFLOOP_", "PYTHON", "HF_", "TRANSFORMERS_"))}  # fmt: skip
-        try:
-            self.jobs.submit_job(
-                entrypoint=entrypoint,
-                submission_id=job_id,
-                runtime_env={"env_vars": env},
-                entrypoint_num_cpus=self.settings.train_num_cpus,
-                entrypoint_num_gpus=self.settings.train_num_gpus,
-                metadata={"request": str(request["event_id"]), "version": version},
-            )
-        except RuntimeError as exc:
-            if self._job_exists(job_id):  # submitted meanwhile by a twin
-                return False
-            raise JobError(f"Ray refused job {job_id}: {first_line(exc)}") from exc
-        return True
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                self.jobs.submit_job(
+                    entrypoint=entrypoint,
+                    submission_id=job_id,
+                    runtime_env={"env_vars": env},
+                    entrypoint_num_cpus=self.settings.train_num_cpus,
+                    entrypoint_num_gpus=self.settings.train_num_gpus,
+                    metadata={"request": str(request["event_id"]), "version": version},
+                )
+                return True
+            except RuntimeError as exc:
+                if self._job_exists(job_id):  # submitted meanwhile by a twin
+                    return False
+                # a head that has just (re)started has no job agent for a few seconds
+                if NO_AGENT in str(exc) and time.monotonic() < deadline:
+                    log.info("the Ray head has no job agent yet; submitting again")
+                    time.sleep(1.0)
+                    continue
+                raise JobError(f"Ray refused job {job_id}: {first_line(exc)}") from exc
 
     def _job_exists(self, job_id: str) -> bool:
         try:

@@ -27,16 +27,31 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _made(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    # a dunder is looked up on the type, never through __getattr__ (rich's Live does
+    # ``with console:``)
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
 
 
-# a pipe or a log gets tables 120 columns wide; a terminal its own width
-console = cast("Console", _LazyConsole(highlight=False, width=None if sys.stdout.isatty() else 120))
+_TTY = sys.stdout.isatty()
+# a terminal gets its own width; a pipe or a log gets tables 120 columns wide and
+# lines kept whole (scripts read them)
+console = cast(
+    "Console", _LazyConsole(highlight=False, width=None if _TTY else 120, soft_wrap=not _TTY)
+)
 err_console = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 

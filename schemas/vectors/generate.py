@@ -240,6 +240,30 @@ EVENTS: dict[str, list[tuple[Any, ...]]] = {
                 "detail": None,
             },
         ),
+        (
+            "training_failed",
+            {
+                "event_id": "me-2",
+                "ts": 1767312600000,
+                "kind": "TRAINING_FAILED",
+                "model_version": "qwen-0.5b-dpo-5",
+                "parent_version": "qwen-0.5b-dpo-4",
+                "experiment_id": None,
+                "artifact_uri": None,
+                "pair_count": 1200,
+                "pair_ranges": [
+                    {
+                        "topic": "prefloop.retrain-queue",
+                        "partition": 3,
+                        "first_offset": 100,
+                        "last_offset": 1299,
+                    }
+                ],
+                "metrics": {},
+                "detail": "the Ray job failed: CUDA out of memory",
+            },
+            2,
+        ),
     ],
     "exposure": [
         (

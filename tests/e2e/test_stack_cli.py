@@ -46,12 +46,13 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
     settings = isolated_settings(tmp_path / "home", ray_object_store_mb=128)
     registered = prefloop(settings, "models", "register", "v1", "--backend", "echo")
     assert registered.returncode == 0, registered.stderr
-    up = prefloop(settings, "up")
-    assert up.returncode == 0, up.stderr
-    assert "up: started kafka-1, clickhouse, ray, worker, autopilot" in up.stdout
-    assert "router: starting the A/B router" in up.stdout  # a version is registered
     pids = {}
-    try:
+    try:  # down, whatever fails: a stack left running holds ports the next tests need
+        up = prefloop(settings, "up")
+        assert up.returncode == 0, up.stderr
+        started = "up: started kafka-1, clickhouse, ray, worker, router, autopilot, trainer"
+        assert started in up.stdout
+        assert "router: starting the A/B router" in up.stdout  # a version is registered
         status = prefloop(settings, "status", "--json")
         assert status.returncode == 0, status.stderr
         rows = {row["name"]: row for row in json.loads(status.stdout)}
@@ -62,6 +63,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
             "worker": "up",
             "autopilot": "up",
             "router": "up",
+            "trainer": "up",
         }
         assert rows["kafka-1"]["version"] == "4.4.0"
         assert rows["kafka-1"]["topics"][settings.topics.interactions] == 0

@@ -22,7 +22,7 @@ import openai
 import pytest
 import ray
 
-from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
+from prefloop.infra.testing import local_ray_head
 from prefloop.kafka import TopicReader
 from prefloop.model_registry import ModelRegistry
 from prefloop.serving import control
@@ -52,13 +52,9 @@ def served(
     registry = ModelRegistry.from_settings(settings)
     for version in ("v1", "v2"):
         registry.register(version, backend="echo")
-    start_head(settings)
-    try:
+    with local_ray_head(settings):
         control.deploy(settings, Routing(version="v1"))
         yield settings
-    finally:
-        ray.shutdown()
-        ray_process(settings).stop(STOP_TIMEOUT_S)
 
 
 def chat(settings: Settings, user: str, **extra: Any) -> tuple[int, dict[str, str], dict[str, Any]]:

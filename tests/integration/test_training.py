@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from scipy.stats import binomtest
 from training_pairs import JUDGE, preference_pairs, retrain_request, write_pairs
 
-from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
+from prefloop.infra.testing import local_ray_head
 from prefloop.kafka import TopicReader
 from prefloop.loop.handoff import follow_gates
 from prefloop.model_registry import ModelRegistry, UnknownModelError
@@ -61,11 +61,10 @@ def ray_home(
     )
     base = tiny_model(tmp_path_factory.mktemp("tiny") / "model")
     ModelRegistry.from_settings(settings).register("base", base)
-    start_head(settings)
     try:
-        yield settings
+        with local_ray_head(settings):
+            yield settings
     finally:
-        ray_process(settings).stop(STOP_TIMEOUT_S)
         patch.undo()
 
 

@@ -11,10 +11,15 @@ from prefloop_sdk import encode
 from prefloop_sdk.errors import InvalidRecordError
 from prefloop_sdk.jsonform import from_json
 
-VECTORS = json.loads(
-    (Path(__file__).resolve().parents[3] / "schemas" / "vectors" / "vectors.json").read_text()
-)["vectors"]
-LATEST = [v for v in VECTORS if v["schema_version"] == 1]
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
+VECTORS = json.loads((SCHEMAS / "vectors" / "vectors.json").read_text())["vectors"]
+# encode writes a type's latest version: the vectors written with it
+LATEST = [
+    v
+    for v in VECTORS
+    if v["schema_version"]
+    == max(int(p.stem[1:]) for p in (SCHEMAS / v["record_type"]).glob("v*.avsc"))
+]
 
 FEEDBACK = {
     "event_id": "e-1",
