@@ -6,7 +6,9 @@ repartitions the scored responses (:mod:`prefloop.streams.candidates`) by that k
 When a response's implicit score arrives or changes, it is compared with every
 response held for the prompt from *another* conversation (within one conversation
 rules (a) and (b) apply); a difference of at least ``implicit_margin`` makes a pair,
-the higher score chosen, weighted ``min(1, diff / implicit_full_weight_diff)``.
+the higher score chosen, weighted ``min(1, diff / implicit_full_weight_diff)``, when
+the chosen response carries a positive signal of its own (an implicit score above
+0): of two answers the users both rejected, neither is an example to learn from.
 
 State per prompt key (JSON-serialisable; the state passed in is never modified)::
 
@@ -81,6 +83,8 @@ class ImplicitPairMiner:
             if abs(diff) < self.config.implicit_margin:
                 continue
             chosen, rejected = (entry, other) if diff > 0 else (other, entry)
+            if chosen["implicit_score"] <= 0:  # the lesser of two rejected answers
+                continue
             weight = min(1.0, abs(diff) / self.config.implicit_full_weight_diff)
             candidates.append(self._pair(chosen, rejected, weight, now))
         seen, pairs = emit_once(state["seen"], candidates, self.config.max_seen_pairs)

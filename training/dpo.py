@@ -136,6 +136,7 @@ def train_dpo(
         beta=config.beta,
         max_length=config.max_length,
         precompute_ref_log_probs=config.precompute_ref,
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on
         logging_steps=config.logging_steps,
         seed=config.seed,
         data_seed=config.seed,
@@ -143,7 +144,7 @@ def train_dpo(
         save_strategy="no",
         disable_tqdm=True,
         use_cpu=not use_gpu,
-        bf16=dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16,  # TRL's default is on, on a CPU too: emulated there
     )
     peft_config = None
     if config.lora:

@@ -28,7 +28,7 @@ from prefloop_sdk import FeedbackClient, InteractionIds
 __all__ = ["DEMO_OVERRIDES", "demo_settings", "run_streams_stage"]
 
 DEMO_OVERRIDES: dict[str, Any] = {
-    "retrain_threshold": 5,
+    "retrain_threshold": 4,
     "train_config": json.dumps(DEMO_TRAIN_CONFIG),
     "streams_inactivity_s": 8.0,
     "streams_tick_s": 1.0,
@@ -113,7 +113,7 @@ def run_streams_stage(settings: Settings, console: Console) -> None:
             ]
 
         readers["scores"].wait_for(lambda r: len(mine(r)) >= 6, 90, "the six scores")
-        readers["preferences"].wait_for(lambda r: len(mine(r)) >= 4, 60, "the four pairs")
+        readers["preferences"].wait_for(lambda r: len(mine(r)) >= 3, 60, "the three pairs")
         for reader in readers.values():
             reader.settle(2.0)
         _show_scores(console, mine(readers["scores"].records))

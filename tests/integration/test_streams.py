@@ -40,7 +40,7 @@ def stream_settings(base: Settings, home: Path, **overrides: Any) -> Settings:
         "streams_tick_s": 0.5,
         "streams_inactivity_s": 4.0,
         "streams_unknown_grace_s": 3.0,
-        "retrain_threshold": 4,
+        "retrain_threshold": 3,
         "streams_sampling_count": 4,
         "streams_sampling_window_s": 3600.0,
     }
@@ -173,18 +173,18 @@ def test_scripted_conversations_give_the_products_scores_pairs_tasks_and_one_tri
         (p["source"], p["chosen_response_id"], p["rejected_response_id"], round(p["weight"], 6))
         for p in pairs
     ) == [
-        ("IMPLICIT", "r1", "x1", round(5 / 6, 6)),  # -1 vs -6, across conversations
+        # r1 (-1) vs x1 (-6) across conversations: no pair, r1 was itself rejected
         ("IMPLICIT", "r1b", "x1", 1.0),  # 5 vs -6
         ("RATING", "y1", "y2", 0.75),
         ("REGENERATE", "r1b", "r1", 1.0),
     ]
     assert all(p["source_offsets"] for p in pairs)  # lineage
-    # four pairs on v1 reach the threshold of 4: exactly one request, naming them
+    # three pairs on v1 reach the threshold of 3: exactly one request, naming them
     (request,) = [r for _, r, _, _ in out["model_events"].records]
     assert (request["kind"], request["model_version"], request["pair_count"]) == (
         "RETRAIN_REQUESTED",
         "v1",
-        4,
+        3,
     )
     queue = TopicReader(s, StreamTopics.with_prefix(s.topic_prefix).retrain_queue)
     queued = queue.settle(2.0)

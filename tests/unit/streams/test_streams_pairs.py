@@ -269,6 +269,28 @@ def test_implicit_pairs_across_conversations_with_a_margin():
     assert stale.state is again.state
 
 
+def test_an_implicit_pair_needs_a_chosen_answer_the_user_liked():
+    miner = ImplicitPairMiner()
+    step = miner.on_scored(None, scored("reported", conv="c1", score=-6.0), T0)
+    step = miner.on_scored(step.state, scored("regenerated", conv="c2", score=-1.0), T0)
+    assert step.pairs == []  # the lesser of two rejected answers is no example
+    step = miner.on_scored(step.state, scored("ignored", conv="c3", score=0.0), T0)
+    assert step.pairs == []  # nor is an answer nobody reacted to
+    step = miner.on_scored(step.state, scored("copied", conv="c4", score=2.0), T0)
+    assert brief(step.pairs) == [  # and "ignored" is within the margin
+        ("IMPLICIT", "copied", "reported", 1.0),
+        ("IMPLICIT", "copied", "regenerated", 0.5),
+    ]
+    # a revision that makes a rejected answer liked pairs it then
+    step = miner.on_scored(
+        step.state, {**scored("regenerated", conv="c2", score=4.0), "revision": 1}, T0 + 1
+    )
+    assert brief(step.pairs) == [
+        ("IMPLICIT", "regenerated", "reported", 1.0),
+        ("IMPLICIT", "regenerated", "ignored", 4 / 6),
+    ]
+
+
 def test_implicit_weight_caps_at_one_and_bounds_hold():
     miner = ImplicitPairMiner(PairConfig(max_responses_per_prompt=2))
     step = miner.on_scored(None, scored("a", conv="c1", score=5.0), T0)

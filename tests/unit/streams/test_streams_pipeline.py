@@ -139,7 +139,7 @@ def test_a_scripted_day():
     ]
     assert day.pairs == [
         ("REGENERATE", "r1b", "r1", 1.0),
-        ("IMPLICIT", "r1", "x1", 5 / 6),  # -1 vs -6, across conversations
+        # r1 (-1) vs x1 (-6) across conversations: no pair, r1 was itself rejected
         ("IMPLICIT", "r1b", "x1", 1.0),  # 5 vs -6
         ("RATING", "y1", "y2", 0.75),
     ]
