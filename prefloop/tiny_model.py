@@ -1,10 +1,16 @@
-"""Tiny Llama models built offline, for tests and device checks.
+"""Tiny Llama models built offline, for tests, the demo and device checks.
 
 :func:`tiny_model` trains a byte-level BPE tokenizer on a built-in corpus of
 chat-like sentences, builds a ``LlamaForCausalLM`` with random weights from a
 fixed seed and saves both (safetensors) into a directory that
 ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``
 load like any downloaded model. Nothing is fetched from a hub.
+
+With ``pretrain_steps`` the random model is then briefly fine-tuned, supervised,
+on the built-in chat conversations (:func:`chat_conversations`): it answers a
+question in words, about its topic, and ends its turn. Each question is answered
+in the corpus with one, two and three sentences alike, so the pre-trained model's
+answers vary in length: a preference for concise answers is one it can learn.
 
 This module imports only torch, transformers and tokenizers, so that a GPU
 host without prefloop's other dependencies can build a model with it.
@@ -20,7 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWERS", "CHAT_TEMPLATE", "QUESTIONS", "SPECIAL_TOKENS", "TOPICS", "chat_corpus",
+__all__ = ["ANSWERS", "CHAT_TEMPLATE", "FOLLOW_UPS", "PRETRAIN_STEPS", "QUESTIONS",
+           "SPECIAL_TOKENS", "TOPICS", "chat_conversations", "chat_corpus",
            "tiny_model"]  # fmt: skip
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -36,6 +43,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+# enough supervised steps at the default size for answers in the corpus's words that
+# stop (about 25 s on 2 CPU cores)
+PRETRAIN_STEPS = 150
 _MARKER = "prefloop-tiny.json"  # written last: its presence means the directory is complete
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -55,6 +65,13 @@ ANSWERS = (
     "Thanks for asking. {} works best when you keep things simple.",
     "I am not sure, but {} usually depends on what you want to do.",
 )
+# the sentences a longer answer goes on with
+FOLLOW_UPS = (
+    "It also helps to ask someone who has done it before.",
+    "Many people find that writing things down makes it easier.",
+    "Take your time and do not worry about small mistakes.",
+    "In the end a little practice matters more than any trick.",
+)
 TOPICS = (
     "cooking pasta", "learning French", "saving money", "running a marathon",
     "writing poems", "the weather", "growing tomatoes", "sorting lists",
@@ -68,8 +85,27 @@ TOPICS = (
 def chat_corpus() -> list[str]:
     """A few hundred short chat-like sentences, the same on every call."""
     questions = [q.format(t) for t, q in itertools.product(TOPICS, QUESTIONS)]
-    answers = [a.format(t[:1].upper() + t[1:]) for t, a in itertools.product(TOPICS, ANSWERS)]
-    return questions + answers
+    answers = [_answer(a, t) for t, a in itertools.product(TOPICS, ANSWERS)]
+    return questions + answers + list(FOLLOW_UPS)
+
+
+def _answer(template: str, topic: str) -> str:
+    """The answer about ``topic``, capitalised where it opens the sentence."""
+    before = template.split("{}", 1)[0]
+    opens = not before or before.endswith((". ", "! ", "? "))
+    return template.format(topic[:1].upper() + topic[1:] if opens else topic)
+
+
+def chat_conversations() -> list[tuple[str, str]]:
+    """(question, answer) pairs, the same on every call: every question of the corpus,
+    answered with one, two and three sentences (an answer, then follow-ups)."""
+    conversations = []
+    for (t, topic), (q, question) in itertools.product(enumerate(TOPICS), enumerate(QUESTIONS)):
+        first = _answer(ANSWERS[(t + q) % len(ANSWERS)], topic)
+        for extra in range(3):
+            follow = [FOLLOW_UPS[(t + q + k) % len(FOLLOW_UPS)] for k in range(extra)]
+            conversations.append((question.format(topic), " ".join([first, *follow])))
+    return conversations
 
 
 def tiny_model(
@@ -82,8 +118,12 @@ def tiny_model(
     intermediate_size: int | None = None,
     dtype: str = "float32",
     seed: int = 0,
+    pretrain_steps: int = 0,
 ) -> Path:
     """Build (once) a random-weight Llama and its tokenizer in ``directory``; return its path.
+
+    ``pretrain_steps`` > 0 fine-tunes it on :func:`chat_conversations` for that many
+    steps of 32 conversations (about 15 s per 100 steps on 2 CPU cores at the defaults).
 
     The defaults give about one million parameters. ``vocab_size`` is the
     tokenizer's target; the small corpus may yield fewer tokens, and the model's
@@ -102,7 +142,9 @@ def tiny_model(
         intermediate_size = -(-hidden_size * 8 // 3 // 64) * 64
     if hidden_size % heads:
         raise ValueError(f"tiny_model: hidden_size={hidden_size} is not a multiple of {heads=}")
-    spec = {
+    if type(pretrain_steps) is not int or pretrain_steps < 0:  # a bool is no step count
+        raise ValueError(f"tiny_model({pretrain_steps=}) is not valid: use 0 or more steps")
+    spec: dict[str, Any] = {
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
         "layers": layers,
@@ -111,6 +153,8 @@ def tiny_model(
         "dtype": dtype,
         "seed": seed,
     }
+    if pretrain_steps:  # absent when 0: a model built before the option is still reused
+        spec["pretrain_steps"] = pretrain_steps
     if _reusable(target, spec):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -170,11 +214,52 @@ def _build(directory: Path, spec: dict[str, Any]) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec["seed"])
         model = LlamaForCausalLM(config)
+    if spec.get("pretrain_steps"):
+        _pretrain(model, tokenizer, spec["pretrain_steps"], spec["seed"])
     model.to(getattr(torch, spec["dtype"]))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     (directory / _MARKER).write_text(json.dumps(spec, sort_keys=True), encoding="utf-8")
+
+
+def _pretrain(model: Any, tokenizer: Any, steps: int, seed: int, batch_size: int = 32) -> None:
+    """Supervised fine-tuning on the chat conversations: the loss on the answers only."""
+    import torch
+
+    rows = []
+    for question, answer in chat_conversations():
+        user = [{"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        whole = tokenizer.apply_chat_template(
+            [*user, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        ids = tokenizer(whole, add_special_tokens=False)["input_ids"]
+        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        rows.append((ids, start))
+    width = max(len(ids) for ids, _ in rows)
+    inputs = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    for n, (ids, start) in enumerate(rows):
+        inputs[n, : len(ids)] = torch.tensor(ids)
+        labels[n, start : len(ids)] = inputs[n, start : len(ids)]
+    lengths = torch.tensor([len(ids) for ids, _ in rows])
+    mask = (torch.arange(width) < lengths[:, None]).long()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            batch = torch.randint(len(rows), (batch_size,), generator=generator)
+            out = model(input_ids=inputs[batch], attention_mask=mask[batch],
+                        labels=labels[batch])  # fmt: skip
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
 
 
 def _train_tokenizer(vocab_size: int) -> Any:

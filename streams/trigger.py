@@ -110,8 +110,11 @@ class RetrainTrigger:
             for p in sorted(state["first"], key=int)
         ]
         number = state["requests"] + 1
+        # the ranges in the id too: a worker whose count of requests started again (its
+        # table lost) names new pairs, and the trainer must not take them for a replay
+        span = ",".join(f"{r['partition']}:{r['first_offset']}-{r['last_offset']}" for r in ranges)
         event = {
-            "event_id": derived_id("retrain-requested", model_version, str(number)),
+            "event_id": derived_id("retrain-requested", model_version, str(number), topic, span),
             "ts": int(now),
             "kind": "RETRAIN_REQUESTED",
             "model_version": model_version,

@@ -41,8 +41,8 @@ def run_demo(settings: Settings, console: Console) -> None:
         _clickhouse_sink(settings, console, record)
         _ray_task(settings, console, record)
         register_base(settings, console)
-        run_streams_stage(settings, console)
-        run_training_stage(settings, console)
+        requests = run_streams_stage(settings, console)
+        run_training_stage(settings, console, requests)
         run_serving_stage(settings, console)
         run_verdict_stage(settings, console)
     finally:

@@ -1,8 +1,9 @@
 """The demo's serving stage: chat through the A/B router, both arms answering.
 
-Two tiny random-weight models (built offline, no hub) are registered as versions;
-the router serves the first, then an experiment splits users between them, then the
-split moves live. Every answer is an Interaction on Kafka, logged by the router.
+Two tiny models (built and pre-trained offline on the chat corpus, no hub) are
+registered as versions; the router serves the first, then an experiment splits users
+between them, then the split moves live. Every answer is an Interaction on Kafka,
+logged by the router.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def run_serving_stage(settings: Settings, console: Console) -> None:
 def _register_models(settings: Settings, console: Console) -> None:
     from transformers.utils import logging as transformers_logging
 
-    from prefloop.testing import tiny_model
+    from prefloop.tiny_model import PRETRAIN_STEPS, tiny_model
 
     transformers_logging.disable_progress_bar()  # "Writing model shards" is noise here
     registry = ModelRegistry.from_settings(settings)
@@ -62,13 +63,15 @@ def _register_models(settings: Settings, console: Console) -> None:
     for version, seed in VERSIONS.items():
         if version in known:
             continue
-        built = tiny_model(settings.home / "demo-models" / version, seed=seed)
-        registry.register(version, built, detail={"note": "tiny random-weight Llama"})
+        built = tiny_model(
+            settings.home / "demo-models" / version, seed=seed, pretrain_steps=PRETRAIN_STEPS
+        )
+        registry.register(version, built, detail={"note": "tiny Llama, pre-trained offline"})
     console.print(f"  registry {registry.url}: {', '.join(v.version for v in registry.list())}")
 
 
 def _ask_everyone(client: Any, console: Console, title: str) -> dict[str, str]:
-    table = Table("user", "arm", "version", "ms", "answer (random weights)", box=None, title=title)
+    table = Table("user", "arm", "version", "ms", "answer", box=None, title=title)
     arms = {}
     for i, user in enumerate(USERS):
         started = time.perf_counter()

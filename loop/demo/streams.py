@@ -92,9 +92,11 @@ def _conversations(settings: Settings, tag: str) -> None:
         _signal(client)
 
 
-def run_streams_stage(settings: Settings, console: Console) -> None:
+def run_streams_stage(settings: Settings, console: Console) -> list[dict[str, Any]]:
+    """Run the conversations; return the retrain requests this run's pairs triggered."""
     console.rule("[bold]6. the stream agents: implicit scores, preference pairs, the trigger")
     tag = f"demo-{uuid.uuid4().hex[:6]}"
+    since_ms = int(time.time() * 1000)
     topics = settings.topics
     readers = {
         name: TopicReader(settings, getattr(topics, name))
@@ -118,8 +120,13 @@ def run_streams_stage(settings: Settings, console: Console) -> None:
             reader.settle(2.0)
         _show_scores(console, mine(readers["scores"].records))
         _show_pairs(console, mine(readers["preferences"].records))
-        _show_trigger(console, settings, readers["model_events"].records)
+        requests = [
+            r for _, r, _, _ in readers["model_events"].records
+            if r.get("kind") == "RETRAIN_REQUESTED" and r["ts"] >= since_ms
+        ]  # fmt: skip
+        _show_trigger(console, settings, requests)
         _show_monitor(console, settings)
+        return requests
     finally:
         for reader in readers.values():
             reader.close()
@@ -149,8 +156,7 @@ def _show_pairs(console: Console, pairs: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _show_trigger(console: Console, settings: Settings, events: list[Any]) -> None:
-    requests = [r for _, r, _, _ in events if r.get("kind") == "RETRAIN_REQUESTED"]
+def _show_trigger(console: Console, settings: Settings, requests: list[dict[str, Any]]) -> None:
     if not requests:
         console.print(
             f"  no retrain yet: the threshold is {settings.retrain_threshold} pairs per version"

@@ -18,13 +18,14 @@ from rich.table import Table
 from prefloop import kafka
 from prefloop.model_registry import ModelRegistry, UnknownModelError
 from prefloop.settings import Settings
-from prefloop.tiny_model import tiny_model
+from prefloop.tiny_model import PRETRAIN_STEPS, tiny_model
+from prefloop.training.job import candidate_version
 
 __all__ = ["DEMO_TRAIN_CONFIG", "register_base", "run_training_stage"]
 
 BASE = "base"
-# a random tiny model learns at a rate a real checkpoint would not survive
-DEMO_TRAIN_CONFIG = {"learning_rate": 3e-3, "epochs": 8.0, "batch_size": 2,
+# a tiny model learns from a handful of pairs at a rate a real checkpoint would not survive
+DEMO_TRAIN_CONFIG = {"learning_rate": 3e-4, "epochs": 4.0, "batch_size": 2,
                      "heldout_fraction": 0.4, "max_length": 256}  # fmt: skip
 OUTCOMES = ("GATES_PASSED", "GATES_FAILED", "TRAINING_FAILED")
 WAIT_S = 420.0
@@ -38,19 +39,28 @@ def register_base(settings: Settings, console: Console) -> None:
         return
     except UnknownModelError:
         pass
-    path = tiny_model(settings.home / "cache" / "demo-base")
-    registry.register(BASE, path, detail={"built": "tiny Llama, offline"})
-    console.print(f"  registered {BASE}: a tiny Llama built offline, the version users chat with")
+    console.print(f"  pre-training {BASE}, a tiny Llama, on the built-in chat corpus ...")
+    path = tiny_model(settings.home / "cache" / "demo-base", pretrain_steps=PRETRAIN_STEPS)
+    registry.register(BASE, path, detail={"built": "tiny Llama, pre-trained offline"})
+    console.print(f"  registered {BASE}: the version users chat with")
 
 
-def run_training_stage(settings: Settings, console: Console) -> None:
+def run_training_stage(
+    settings: Settings, console: Console, requests: list[dict[str, Any]]
+) -> None:
+    """Follow the training of the retrain ``requests`` of this run to their outcome."""
     console.rule("[bold]7. training: the retrain request -> a DPO job on Ray -> a gated version")
+    # a state dir used before holds earlier runs' lifecycles: follow this run's only
+    candidates = {candidate_version(BASE, r["event_id"]) for r in requests}
+    if not candidates:
+        console.print("  no retrain request in this run: nothing to train")
+        return
     reader = kafka.TopicReader(settings, settings.topics.model_events)
     shown: set[str] = set()
 
     def show(records: list[tuple[str, Any, int, int]]) -> None:
         for _, event, _, _ in records:
-            if not isinstance(event, dict) or event.get("parent_version") != BASE:
+            if not isinstance(event, dict) or event.get("model_version") not in candidates:
                 continue
             if event["event_id"] in shown:
                 continue
@@ -65,14 +75,17 @@ def run_training_stage(settings: Settings, console: Console) -> None:
     def done(records: list[tuple[str, Any, int, int]]) -> bool:
         show(records)
         return any(isinstance(e, dict) and e.get("kind") in OUTCOMES
-                   and e.get("parent_version") == BASE for _, e, _, _ in records)  # fmt: skip
+                   and e.get("model_version") in candidates for _, e, _, _ in records)  # fmt: skip
 
     try:
         records = reader.wait_for(done, WAIT_S, "the training's outcome")
     finally:
         reader.close()
-    outcome = next(e for _, e, _, _ in reversed(records)
-                   if isinstance(e, dict) and e.get("kind") in OUTCOMES)  # fmt: skip
+    outcome = next(
+        e for _, e, _, _ in reversed(records)
+        if isinstance(e, dict) and e.get("kind") in OUTCOMES
+        and e.get("model_version") in candidates
+    )  # fmt: skip
     if outcome["kind"] == "TRAINING_FAILED":
         console.print(f"  training failed: {outcome['detail']}")
         return

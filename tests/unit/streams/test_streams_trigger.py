@@ -295,6 +295,14 @@ def test_event_ids_are_deterministic():
     assert event["event_id"] != first[0]["event_id"]  # another version, another id
 
 
+def test_a_trigger_that_lost_its_state_names_new_pairs_with_a_new_id():
+    """A request's number starts again with a lost table; its pairs' offsets do not."""
+    (first,) = Lineage(RetrainTrigger(threshold=1)).pair("p1", 0, 1, T0)
+    (later,) = Lineage(RetrainTrigger(threshold=1)).pair("p9", 0, 9, T0 + HOUR)
+    assert "request 1" in first["detail"] and "request 1" in later["detail"]
+    assert later["event_id"] != first["event_id"]  # the trainer will not take it for a replay
+
+
 def test_state_passed_in_is_never_modified():
     trigger = RetrainTrigger(threshold=2, busy_timeout_s=60)
     state: dict[str, Any] | None = None
