@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -291,3 +292,44 @@ def test_the_event_collector_is_mounted_on_the_router(served: Settings) -> None:
         60,
         "the collected feedback",
     )
+
+
+def test_simulated_users_chat_through_the_router_and_signal_through_the_sdk(
+    served: Settings,
+) -> None:
+    from prefloop.event_client import feedback_client
+    from prefloop.loop.users.crowd import Crowd
+
+    control.deploy(served, Routing(experiment=Split("exp-crowd", "v1", "v2", 50.0)))
+    with feedback_client(served, name="crowd") as feedback:
+        crowd = Crowd(control.router_url(served), feedback, users=4, seed=3, threads=2)
+        stats = crowd.run(sessions_per_user=3)
+        feedback.flush(10)
+    assert stats.sessions == 12 and stats.answers >= 12
+    assert sum(stats.by_version.values()) == stats.answers <= 12 * 2 * 3  # turns, regenerates
+
+    def mine(records: list[Any]) -> list[dict[str, Any]]:
+        return [r for _, r, _, _ in records if str(r.get("user_id", "")).startswith("user-3-")]
+
+    interactions = TopicReader(served, served.topics.interactions).wait_for(
+        lambda records: len(mine(records)) >= stats.answers, 60, "the crowd's interactions"
+    )
+    logged = mine(interactions)
+    assert len(logged) == stats.answers
+    assert {r["experiment_id"] for r in logged} == {"exp-crowd"}
+    assert sum(r["regenerates"] is not None for r in logged) == stats.signals["regenerate"]
+    by_response = {r["response_id"]: r for r in logged}
+    kinds = {"RATING": "rating", "COPY": "copy", "REPORT": "report",
+             "SESSION_END": "session_end", "REGENERATE": "regenerate"}  # fmt: skip
+    expected = sum(stats.signals[name] for name in kinds.values())
+    feedback_records = TopicReader(served, served.topics.feedback).wait_for(
+        lambda records: len(mine(records)) >= expected, 60, "the crowd's feedback"
+    )
+    signals = mine(feedback_records)
+    assert {kinds[kind]: n for kind, n in Counter(r["kind"] for r in signals).items()} == {
+        name: stats.signals[name] for name in kinds.values() if stats.signals[name]
+    }
+    for record in signals:  # each about an answer the router logged, in its conversation
+        answer = by_response[record["response_id"]]
+        assert record["conversation_id"] == answer["conversation_id"]
+        assert record["interaction_id"] == answer["interaction_id"]
