@@ -5,7 +5,9 @@ ones), and the tiny pre-trained model can express it: its answers have one, two 
 three sentences (:func:`prefloop.tiny_model.chat_conversations`), so DPO on the
 users' pairs only has to make it end its turn sooner. The preference is a
 probability, not a rule: a user likes a one-sentence answer most of the time and a
-long one now and then.
+long one now and then. An answer that stops mid-sentence is liked as rarely as an
+empty one: "short" means a whole sentence, not a cut one (a model trained on a
+preference for brevity alone learns to end its turn after a comma).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LIKING", "judge", "liking", "sentences"]
+__all__ = ["LIKING", "LIKING_LONGER", "LIKING_UNFINISHED", "judge", "liking", "sentences"]
 
 # P(the user likes an answer) by its number of sentences; 0 is an empty answer
 LIKING = {0: 0.02, 1: 0.85, 2: 0.35}
 LIKING_LONGER = 0.15  # three sentences or more
+LIKING_UNFINISHED = 0.02  # an answer cut off before its sentence ends
+_ENDS = (".", "!", "?")
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
 
 
@@ -29,6 +33,8 @@ def sentences(text: str) -> int:
 
 def liking(response: str) -> float:
     """The probability that a user likes ``response``."""
+    if not response.rstrip().endswith(_ENDS):
+        return LIKING_UNFINISHED
     return LIKING.get(sentences(response), LIKING_LONGER)
 
 

@@ -31,6 +31,9 @@ def test_the_judge_is_the_users_liking_and_prefers_the_concise_answer() -> None:
     prompt = [{"role": "user", "content": "How do I get better at chess?"}]
     assert judge(prompt, SHORT) == liking(SHORT) > judge(prompt, LONG) == liking(LONG)
     assert liking("") < liking(LONG)
+    # a cut answer is not a concise one: no reward for ending the turn after a comma
+    for cut in ("I am not sure,", "Start with the basics of chess, then", SHORT[:-1]):
+        assert liking(cut) == liking("") < liking(LONG), cut
 
 
 def _reactions(response: str, n: int, seed: int, behaviour: Behaviour) -> list[Reaction]:
