@@ -44,7 +44,7 @@ CHAT_TEMPLATE = (
 )
 
 # enough supervised steps at the default size for answers in the corpus's words that
-# stop (about 25 s on 2 CPU cores)
+# stop (a build took 27 s with them on 2 CPU cores, tokenizer included)
 PRETRAIN_STEPS = 150
 _MARKER = "prefloop-tiny.json"  # written last: its presence means the directory is complete
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -123,7 +123,7 @@ def tiny_model(
     """Build (once) a random-weight Llama and its tokenizer in ``directory``; return its path.
 
     ``pretrain_steps`` > 0 fine-tunes it on :func:`chat_conversations` for that many
-    steps of 32 conversations (about 15 s per 100 steps on 2 CPU cores at the defaults).
+    steps of 32 conversations (:data:`PRETRAIN_STEPS` suffices at the defaults).
 
     The defaults give about one million parameters. ``vocab_size`` is the
     tokenizer's target; the small corpus may yield fewer tokens, and the model's

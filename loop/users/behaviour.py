@@ -51,9 +51,8 @@ class Behaviour:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"Behaviour({f.name}={value!r}): use a probability in [0, 1]")
-            if not (math.isfinite(value) and 0 <= value <= 1):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and 0 <= value <= 1):
                 raise ValueError(f"Behaviour({f.name}={value!r}): use a probability in [0, 1]")
 
     def react(self, response: str, rng: random.Random, *, turns_left: int = 0) -> Reaction:

@@ -79,20 +79,29 @@ class Crowd:
         stop: threading.Event | None = None,
         on_session: Callable[[CrowdStats], None] | None = None,
     ) -> CrowdStats:
-        """Sessions for every user, round after round, until ``sessions_per_user`` or ``stop``."""
-        stop = stop or threading.Event()
-        rounds = range(sessions_per_user) if sessions_per_user is not None else itertools.count()
+        """Sessions for every user, round after round, until ``sessions_per_user`` or ``stop``.
 
-        def one_user(n: int) -> None:
-            for number in rounds:
-                if stop.is_set():
+        The threads take the next session in round-robin order (every user's first,
+        then every user's second, ...), so each user has their turn whatever the
+        number of threads; each session is seeded by its own (user, number).
+        """
+        stop = stop or threading.Event()
+        numbers = range(sessions_per_user) if sessions_per_user is not None else itertools.count()
+        order = ((n, number) for number in numbers for n in range(self.users))
+        taking = threading.Lock()
+
+        def worker() -> None:
+            while not stop.is_set():
+                with taking:
+                    job = next(order, None)
+                if job is None:
                     return
-                self.session(n, number)
+                self.session(*job)
                 if on_session is not None:
                     on_session(self.stats)
 
         with ThreadPoolExecutor(self.threads, thread_name_prefix="crowd") as pool:
-            for future in [pool.submit(one_user, n) for n in range(self.users)]:
+            for future in [pool.submit(worker) for _ in range(self.threads)]:
                 future.result()
         return self.stats
 

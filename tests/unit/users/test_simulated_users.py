@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 
@@ -92,3 +93,25 @@ def test_the_preference_plugs_into_the_offline_evaluation_as_its_judge() -> None
 
     loaded = load_callable("prefloop.loop.users.preference:judge", default_judge, "judge")
     assert loaded is judge
+
+
+def test_every_user_has_their_turn_whatever_the_threads() -> None:
+    import threading
+
+    from prefloop.loop.users.crowd import Crowd
+
+    taken: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    class Recorded(Crowd):
+        def session(self, n: int, number: int) -> None:
+            taken.append((n, number))
+            if len(taken) >= 16:
+                stop.set()
+
+    crowd = Recorded("http://127.0.0.1:9", None, users=8, threads=2)  # type: ignore[arg-type]
+    crowd.run(stop=stop)  # no end but the stop: sessions are taken round after round
+    counts = Counter(n for n, _ in taken)
+    assert set(counts) == set(range(8)) and max(counts.values()) - min(counts.values()) <= 1
+    for n, count in counts.items():  # each user's sessions numbered 0, 1, ... once each
+        assert sorted(number for m, number in taken if m == n) == list(range(count))
