@@ -165,10 +165,59 @@ def schemas_check(directory: str | None) -> None:
 
 
 @cli.command()
+@click.option(
+    "--users",
+    type=click.IntRange(2),
+    default=40,
+    show_default=True,
+    help="simulated users chatting through the router",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="the loop's deadline",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(8),
+    default=200,
+    show_default=True,
+    help="preference pairs on a version that request its retrain",
+)
+@click.option(
+    "--generations",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="promotions to reach: v2 from v1's pairs, v3 from v2's, ...",
+)
+@click.option(
+    "--model",
+    default="tiny",
+    show_default=True,
+    metavar="tiny|smollm2|PATH",
+    help="v1: the pre-trained tiny model, SmolLM2-135M-Instruct, or a local checkpoint",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="the users' seed")
+@click.option("--tour", is_flag=True, help="instead, walk through each component, stage by stage")
 @click.pass_context
-def demo(ctx: click.Context) -> None:
-    """The main job: bring the stack up, run each stage of the loop, bring it down."""
-    from prefloop.loop.demo import run_demo
-    from prefloop.loop.demo.streams import demo_settings
+def demo(
+    ctx: click.Context, users: int, minutes: float, threshold: int, generations: int,
+    model: str, seed: int, tour: bool,
+) -> None:  # fmt: skip
+    """The main job: simulated users, their pairs, a DPO retrain, its gates, the A/B and
+    its verdict, unattended; exits 0 once v1's successor is promoted."""
+    if tour:
+        from prefloop.loop.demo.streams import demo_settings
+        from prefloop.loop.demo.tour import run_tour
 
-    run_demo(demo_settings(settings_of(ctx)), console)
+        run_tour(demo_settings(settings_of(ctx)), console)
+        return
+    from prefloop.loop.demo.cycle import LoopOptions, loop_settings, run_loop
+
+    options = LoopOptions(users, minutes, threshold, generations, model, seed)
+    result = run_loop(loop_settings(settings_of(ctx), options), options, console)
+    if result.promoted == 0:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,185 @@
+"""The main job: the whole loop, unattended, from v1 to a version its users prefer.
+
+Simulated users (:mod:`prefloop.loop.users`) chat with ``v1`` through the A/B router
+and signal through the SDK. Everything after that is the product's own path, as
+``prefloop up`` runs it: the stream worker scores the answers and mines pairs, the
+trigger requests a retrain at the threshold, the trainer runs the DPO job on Ray,
+the evaluation (judged by the users' own preference) and the gates decide, the
+hand-off starts the A/B at the starting split, the verdict loop promotes or rolls
+back. After a promotion pairs accrue on the new version and the next threshold trains
+the next generation from it. This module only starts the users, follows the loop
+(:mod:`.progress`) and writes the report (:mod:`.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from prefloop.errors import PrefloopError
+from prefloop.settings import Settings
+
+__all__ = ["LOOP_TRAIN_CONFIG", "LoopOptions", "LoopResult", "loop_settings", "run_loop"]
+
+BASE = "v1"
+JUDGE = "prefloop.loop.users.preference:judge"
+LOOP_TRAIN_CONFIG: dict[str, Any] = {
+    "learning_rate": 1e-4,
+    "epochs": 2.0,
+    "batch_size": 8,
+    "beta": 0.1,
+    "heldout_fraction": 0.2,
+    "max_length": 256,
+}
+"""The DPO job's settings for a tiny model and a few hundred pairs on 2 CPU cores."""
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """What ``prefloop demo`` was asked for."""
+
+    users: int = 40
+    minutes: float = 10.0  # the whole loop's deadline
+    threshold: int = 200  # pairs on a version that request its retrain
+    generations: int = 1  # promotions to reach
+    model: str = "tiny"  # tiny, smollm2 or a local checkpoint's path
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"--{name} {value!r}: {need}"
+            for name, value, ok, need in (
+                ("users", self.users, self.users >= 2, "use at least 2 users (one per arm)"),
+                ("minutes", self.minutes, self.minutes > 0, "use a positive number of minutes"),
+                ("threshold", self.threshold, self.threshold >= 8, "use at least 8 pairs"),
+                ("generations", self.generations, self.generations >= 1, "use at least 1"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise PrefloopError("; ".join(problems))
+
+
+def loop_overrides(options: LoopOptions) -> dict[str, Any]:
+    """Settings the loop lowers from their production defaults, to run in minutes."""
+    return {
+        "retrain_threshold": options.threshold,
+        "train_config": json.dumps(LOOP_TRAIN_CONFIG),
+        "eval_judge": JUDGE,  # the offline evaluation judges with the users' preference
+        "streams_inactivity_s": 5.0,  # an answer settles after 5 s without a signal
+        "streams_tick_s": 1.0,
+        "ab_start_split": 50.0,
+        "ab_verdict_interval_s": 10.0,
+        "ab_min_users": max(2, min(10, options.users // 4)),
+        "ab_effect_size": 0.5,
+    }
+
+
+def loop_settings(
+    settings: Settings, options: LoopOptions, environ: Mapping[str, str] = os.environ
+) -> Settings:
+    """``settings`` with :func:`loop_overrides`, except where the environment sets one."""
+    changes = {
+        k: v for k, v in loop_overrides(options).items() if f"PREFLOOP_{k.upper()}" not in environ
+    }
+    return settings.with_overrides(**changes)
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """How the loop ended: each generation's outcome, and where the report is."""
+
+    outcomes: list[tuple[str, str, str]]  # (parent, candidate, PROMOTED | ROLLED_BACK | ...)
+    report: Path | None
+    seconds: float
+
+    @property
+    def promoted(self) -> int:
+        return sum(1 for _, _, outcome in self.outcomes if outcome == "PROMOTED")
+
+
+def run_loop(settings: Settings, options: LoopOptions, console: Console) -> LoopResult:
+    """Bring the stack up, run the users until ``options.generations`` promotions or the
+    deadline, write the report, bring the stack down (when this run brought it up)."""
+    from prefloop.infra.local_stack import LocalStack
+
+    started_at = time.time()
+    _show_settings(console, settings, options)
+    stack = LocalStack(settings, say=lambda line: console.print(f"  {line}"))
+    started = stack.up()
+    try:
+        return _run(settings, options, console, started_at)
+    finally:
+        if started:
+            console.print(f"  stopped {', '.join(stack.down())}")
+        else:
+            console.print("  the stack was up before the demo: left running")
+
+
+def _run(
+    settings: Settings, options: LoopOptions, console: Console, started_at: float
+) -> LoopResult:
+    from prefloop.event_client import feedback_client
+    from prefloop.loop.demo.base_model import register_base
+    from prefloop.loop.demo.progress import LoopWatcher, render
+    from prefloop.loop.demo.report import write_report
+    from prefloop.loop.users.crowd import Crowd
+    from prefloop.serving import control
+    from prefloop.serving.assignment import Routing
+
+    since_ms = int(started_at * 1000)
+    register_base(settings, BASE, options.model, console)
+    t0 = time.monotonic()
+    control.deploy(settings, Routing(version=BASE))
+    console.print(f"  router up in {time.monotonic() - t0:.1f} s, serving {BASE} to everyone")
+    deadline = started_at + options.minutes * 60
+    watcher = LoopWatcher(settings, BASE, since_ms, options)
+    stop = threading.Event()
+    with feedback_client(settings, name="simulated-users") as feedback:
+        crowd = Crowd(
+            control.router_url(settings), feedback, users=options.users, seed=options.seed,
+            threads=4,
+        )  # fmt: skip
+        users = threading.Thread(target=crowd.run, kwargs={"stop": stop}, daemon=True)
+        users.start()
+        try:
+            with Live(render(watcher, crowd.stats), console=console, refresh_per_second=2) as live:
+                while time.time() < deadline and watcher.promotions < options.generations:
+                    watcher.poll()
+                    live.update(render(watcher, crowd.stats))
+        finally:
+            stop.set()
+            users.join(timeout=60)
+            watcher.close()
+    watcher.settle()
+    for line in watcher.summary_lines(deadline_passed=time.time() >= deadline):
+        console.print(f"  {line}")
+    report = write_report(settings, watcher, crowd.stats, console)
+    return LoopResult(watcher.outcomes(), report, time.time() - started_at)
+
+
+def _show_settings(console: Console, settings: Settings, options: LoopOptions) -> None:
+    console.rule("[bold]prefloop demo: the loop, unattended")
+    console.print(
+        f"  {options.users} simulated users (seed {options.seed}) chat with {BASE} "
+        f"({options.model}); they prefer answers of one sentence. Until "
+        f"{options.generations} promotion(s) or {options.minutes:g} minutes."
+    )
+    table = Table("setting", "demo", "production default", box=None,
+                  title="settings the demo lowers to run in minutes")  # fmt: skip
+    defaults = Settings.model_fields
+    for name in loop_overrides(options):
+        table.add_row(
+            f"PREFLOOP_{name.upper()}", str(getattr(settings, name)), str(defaults[name].default)
+        )
+    console.print(table)
