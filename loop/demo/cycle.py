@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -29,9 +29,14 @@ from rich.table import Table
 from prefloop.errors import PrefloopError
 from prefloop.settings import Settings
 
+if TYPE_CHECKING:
+    from prefloop.loop.demo.progress import LoopWatcher
+    from prefloop.loop.users.crowd import CrowdStats
+
 __all__ = ["LOOP_TRAIN_CONFIG", "LoopOptions", "LoopResult", "loop_settings", "run_loop"]
 
 BASE = "v1"
+PLAIN_EVERY_S = 15.0
 JUDGE = "prefloop.loop.users.preference:judge"
 LOOP_TRAIN_CONFIG: dict[str, Any] = {
     "learning_rate": 1e-4,
@@ -129,14 +134,17 @@ def run_loop(settings: Settings, options: LoopOptions, console: Console) -> Loop
 def _run(
     settings: Settings, options: LoopOptions, console: Console, started_at: float
 ) -> LoopResult:
+    from transformers.utils import logging as transformers_logging
+
     from prefloop.event_client import feedback_client
     from prefloop.loop.demo.base_model import register_base
-    from prefloop.loop.demo.progress import LoopWatcher, render
+    from prefloop.loop.demo.progress import LoopWatcher
     from prefloop.loop.demo.report import write_report
     from prefloop.loop.users.crowd import Crowd
     from prefloop.serving import control
     from prefloop.serving.assignment import Routing
 
+    transformers_logging.disable_progress_bar()  # "Loading weights" is noise here
     since_ms = int(started_at * 1000)
     register_base(settings, BASE, options.model, console)
     t0 = time.monotonic()
@@ -153,10 +161,7 @@ def _run(
         users = threading.Thread(target=crowd.run, kwargs={"stop": stop}, daemon=True)
         users.start()
         try:
-            with Live(render(watcher, crowd.stats), console=console, refresh_per_second=2) as live:
-                while time.time() < deadline and watcher.promotions < options.generations:
-                    watcher.poll()
-                    live.update(render(watcher, crowd.stats))
+            _follow(watcher, crowd.stats, deadline, console)
         finally:
             stop.set()
             users.join(timeout=60)
@@ -165,7 +170,27 @@ def _run(
     for line in watcher.summary_lines(deadline_passed=time.time() >= deadline):
         console.print(f"  {line}")
     report = write_report(settings, watcher, crowd.stats, console)
-    return LoopResult(watcher.outcomes(), report, time.time() - started_at)
+    return LoopResult(watcher.lifecycle.outcomes(), report, time.time() - started_at)
+
+
+def _follow(watcher: LoopWatcher, stats: CrowdStats, deadline: float, console: Console) -> None:
+    """Follow the loop until its generations are promoted or the deadline: a live view
+    on a terminal, a line every :data:`PLAIN_EVERY_S` seconds in a log."""
+    from prefloop.loop.demo.progress import render, status_line
+
+    generations = watcher.options.generations
+    if console.is_terminal:
+        with Live(render(watcher, stats), console=console, refresh_per_second=2) as live:
+            while time.time() < deadline and watcher.lifecycle.promotions < generations:
+                watcher.poll(stats)
+                live.update(render(watcher, stats))
+        return
+    said = 0.0
+    while time.time() < deadline and watcher.lifecycle.promotions < generations:
+        watcher.poll(stats)
+        if time.monotonic() - said >= PLAIN_EVERY_S:
+            said = time.monotonic()
+            console.print(f"  {status_line(watcher, stats)}")
 
 
 def _show_settings(console: Console, settings: Settings, options: LoopOptions) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from prefloop.loop.demo.cycle import LoopOptions
     from prefloop.loop.users.crowd import CrowdStats
 
-__all__ = ["ArmView", "Attempt", "LoopWatcher", "render"]
+__all__ = ["ArmView", "Attempt", "Lifecycle", "LoopWatcher", "render", "status_line"]
 
 STORE_EVERY_S = 3.0
 ENDS = ("PROMOTED", "ROLLED_BACK", "GATES_FAILED", "TRAINING_FAILED")
@@ -71,39 +71,17 @@ class ArmView:
     high: float
 
 
-class LoopWatcher:
-    """The loop's state since ``since_ms``, starting from ``base`` serving everyone."""
+class Lifecycle:
+    """Each retrain request of the version users get, and what became of its candidate,
+    from the ModelEvents in the order they were recorded."""
 
-    def __init__(self, settings: Settings, base: str, since_ms: int, options: LoopOptions) -> None:
-        self.settings, self.base, self.since_ms, self.options = settings, base, since_ms, options
-        self.serving = base
+    def __init__(self, base: str) -> None:
+        self.base = self.serving = base
         self.attempts: list[Attempt] = []
         self.promotions = 0
-        self.interactions: Counter[str] = Counter()  # stored, per model version
-        self.pairs: Counter[tuple[str, str]] = Counter()  # stored, per (version, source)
-        self.toward: int = 0  # pairs on the serving version since its last request
-        self.arms: list[ArmView] = []
-        self.verdict: dict[str, Any] | None = None
-        self.rate = 0.0  # answers per second, over the last 10 s
-        self._answers: deque[tuple[float, int]] = deque(maxlen=64)
-        self._reader = TopicReader(settings, settings.topics.model_events)
-        self._store = connect(settings)
-        self._jobs: Any = None
-        self._next_store = 0.0
-
-    # -- reading ---------------------------------------------------------------
-    def poll(self, stats: CrowdStats | None = None, seconds: float = 0.5) -> None:
-        for _, event, _, _ in self._reader.poll(seconds):
-            if isinstance(event, dict) and event.get("ts", 0) >= self.since_ms:
-                self.on_event(event)
-        if stats is not None:
-            self._count_answers(stats.answers)
-        if time.monotonic() >= self._next_store:
-            self._next_store = time.monotonic() + STORE_EVERY_S
-            self.refresh()
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Advance the lifecycle with one ModelEvent."""
+        """Advance with one ModelEvent."""
         kind, version = event["kind"], event["model_version"]
         if kind == "RETRAIN_REQUESTED":
             if version == self.serving and self.current() is None:
@@ -131,14 +109,65 @@ class LoopWatcher:
         last = self.attempts[-1] if self.attempts else None
         return last if last is not None and last.outcome is None else None
 
+    def outcomes(self) -> list[tuple[str, str, str]]:
+        return [
+            (a.parent, a.candidate, a.outcome or f"unfinished ({a.stage})") for a in self.attempts
+        ]
+
+    def summary_lines(self) -> list[str]:
+        """One line per attempt, its outcome said plainly."""
+        lines = []
+        for a in self.attempts:
+            said = {
+                "PROMOTED": f"[bold green]PROMOTED[/]: users now get {a.candidate}",
+                "ROLLED_BACK": f"[bold red]ROLLED BACK[/]: users stay on {a.parent}",
+                "GATES_FAILED": "[bold red]failed its gates[/]: never served",
+                "TRAINING_FAILED": "[bold red]training failed[/]",
+            }.get(a.outcome or "", f"[yellow]unfinished, at {a.stage}[/]")
+            detail = f" ({a.detail})" if a.detail else ""
+            lines.append(f"{a.parent} -> {a.candidate}: {said}{detail}")
+        return lines
+
+
+class LoopWatcher:
+    """The loop's state since ``since_ms``, starting from ``base`` serving everyone."""
+
+    def __init__(self, settings: Settings, base: str, since_ms: int, options: LoopOptions) -> None:
+        self.settings, self.base, self.since_ms, self.options = settings, base, since_ms, options
+        self.lifecycle = Lifecycle(base)
+        self.interactions: Counter[str] = Counter()  # stored, per model version
+        self.pairs: Counter[tuple[str, str]] = Counter()  # stored, per (version, source)
+        self.toward = 0  # pairs on the version users get since its last request
+        self.toward_version = base
+        self.arms: list[ArmView] = []
+        self.verdict: dict[str, Any] | None = None
+        self.rate = 0.0  # answers per second, over the last 10 s
+        self._answers: deque[tuple[float, int]] = deque(maxlen=64)
+        self._reader = TopicReader(settings, settings.topics.model_events)
+        self._store = connect(settings)
+        self._jobs: Any = None
+        self._next_store = 0.0
+
+    # -- reading ---------------------------------------------------------------
+    def poll(self, stats: CrowdStats | None = None, seconds: float = 0.5) -> None:
+        for _, event, _, _ in self._reader.poll(seconds):
+            if isinstance(event, dict) and event.get("ts", 0) >= self.since_ms:
+                self.lifecycle.on_event(event)
+        if stats is not None:
+            self._count_answers(stats.answers)
+        if time.monotonic() >= self._next_store:
+            self._next_store = time.monotonic() + STORE_EVERY_S
+            self.refresh()
+
     def refresh(self) -> None:
         """Re-read the training's log and the store."""
-        for past in self.attempts:  # the running job's log, and a finished one's last lines
+        lifecycle = self.lifecycle
+        for past in lifecycle.attempts:  # the running job's log, and a finished one's last lines
             if not past.log_read and past.stage not in ("requested", "TRAINING_STARTED"):
                 past.log_read = self._read_job_log(past)
             elif past.stage == "TRAINING_STARTED":
                 self._read_job_log(past)
-        attempt = self.current()
+        attempt = lifecycle.current()
         since = {"since": self.since_ms / 1000}
         query = self._store.query
         self.interactions = Counter({
@@ -153,14 +182,13 @@ class LoopWatcher:
                 "WHERE ts >= fromUnixTimestamp64Milli(toInt64({since:Float64} * 1000)) "
                 "GROUP BY model_version, source", parameters=since).result_rows
         })  # fmt: skip
-        requested = [
-            a.times["RETRAIN_REQUESTED"] for a in self.attempts if a.parent == self.serving
-        ]
-        after = max([self.since_ms, *requested]) / 1000
-        self.toward = int(query(
+        serving = lifecycle.serving
+        asked = [a.times["RETRAIN_REQUESTED"] for a in lifecycle.attempts if a.parent == serving]
+        after = max([self.since_ms, *asked]) / 1000
+        self.toward_version, self.toward = serving, int(query(
             "SELECT count() FROM preferences FINAL WHERE model_version = {v:String} "
             "AND ts > fromUnixTimestamp64Milli(toInt64({after:Float64} * 1000))",
-            parameters={"v": self.serving, "after": after}).result_rows[0][0])  # fmt: skip
+            parameters={"v": serving, "after": after}).result_rows[0][0])  # fmt: skip
         experiment = attempt.experiment if attempt is not None else None
         self.arms = self._arms(experiment) if experiment else []
         self.verdict = self._verdict(experiment) if experiment else None
@@ -234,40 +262,26 @@ class LoopWatcher:
             return None
         return dict(zip(result.column_names, result.result_rows[0], strict=True))
 
-    # -- telling -------------------------------------------------------------
-    def outcomes(self) -> list[tuple[str, str, str]]:
-        return [
-            (a.parent, a.candidate, a.outcome or f"unfinished ({a.stage})") for a in self.attempts
-        ]
-
     def summary_lines(self, *, deadline_passed: bool) -> list[str]:
-        lines = []
-        for a in self.attempts:
-            said = {
-                "PROMOTED": f"[bold green]PROMOTED[/]: users now get {a.candidate}",
-                "ROLLED_BACK": f"[bold red]ROLLED BACK[/]: users stay on {a.parent}",
-                "GATES_FAILED": "[bold red]failed its gates[/]: never served",
-                "TRAINING_FAILED": "[bold red]training failed[/]",
-            }.get(a.outcome or "", f"[yellow]still at {a.stage}[/]")
+        lines = self.lifecycle.summary_lines()
+        promotions, options = self.lifecycle.promotions, self.options
+        if deadline_passed and promotions < options.generations:
             lines.append(
-                f"{a.parent} -> {a.candidate}: {said}" + (f" ({a.detail})" if a.detail else "")
+                f"[yellow]the {options.minutes:g}-minute deadline passed after {promotions} of "
+                f"{options.generations} promotion(s)[/]"
             )
-        if deadline_passed and self.promotions < self.options.generations:
+        if not self.lifecycle.attempts:
             lines.append(
-                f"[yellow]the {self.options.minutes:g}-minute deadline passed after "
-                f"{self.promotions} of {self.options.generations} promotion(s)[/]"
-            )
-        if not self.attempts:
-            lines.append(
-                f"no retrain was requested: {self.toward} of {self.options.threshold} pairs on "
-                f"{self.serving}"
+                f"no retrain was requested: {self.toward} of {options.threshold} pairs on "
+                f"{self.toward_version}"
             )
         return lines
 
 
 def render(watcher: LoopWatcher, stats: CrowdStats) -> Group:
     """The live view: one row per stage of the loop."""
-    options, attempt = watcher.options, watcher.current()
+    options, lifecycle = watcher.options, watcher.lifecycle
+    attempt = lifecycle.current()
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -275,7 +289,7 @@ def render(watcher: LoopWatcher, stats: CrowdStats) -> Group:
     grid.add_row(
         "loop",
         f"{elapsed // 60:.0f}:{elapsed % 60:02.0f} of {options.minutes:g}:00 · generation "
-        f"{watcher.promotions + 1} of {options.generations} · users get {watcher.serving}",
+        f"{lifecycle.promotions + 1} of {options.generations} · users get {lifecycle.serving}",
     )
     versions = ", ".join(f"{v} {n}" for v, n in sorted(stats.by_version.items()))
     grid.add_row(
@@ -293,7 +307,7 @@ def render(watcher: LoopWatcher, stats: CrowdStats) -> Group:
     bar = ProgressBar(total=options.threshold, completed=min(watcher.toward, options.threshold),
                       width=30)  # fmt: skip
     toward = Table.grid(padding=(0, 1))
-    toward.add_row(bar, Text(f"{watcher.toward}/{options.threshold} on {watcher.serving}"))
+    toward.add_row(bar, Text(f"{watcher.toward}/{options.threshold} on {watcher.toward_version}"))
     grid.add_row(
         "threshold", toward if attempt is None else Text(f"reached: {attempt.candidate} requested")
     )
@@ -301,10 +315,30 @@ def render(watcher: LoopWatcher, stats: CrowdStats) -> Group:
     grid.add_row("gates", _gates(attempt))
     grid.add_row("A/B", _ab(watcher, attempt))
     grid.add_row("verdict", _verdict(watcher.verdict))
-    done = [f"{a.parent} -> {a.candidate}: {a.outcome}" for a in watcher.attempts if a.outcome]
+    done = [f"{a.parent} -> {a.candidate}: {a.outcome}" for a in lifecycle.attempts if a.outcome]
     if done:
         grid.add_row("so far", "; ".join(done))
     return Group(grid)
+
+
+def status_line(watcher: LoopWatcher, stats: CrowdStats) -> str:
+    """The live view in one line, for a log."""
+    lifecycle, options = watcher.lifecycle, watcher.options
+    attempt = lifecycle.current()
+    elapsed = time.time() - watcher.since_ms / 1000
+    parts = [
+        f"{elapsed:4.0f} s",
+        f"{stats.answers} answers ({watcher.rate:.1f}/s)",
+        f"{sum(watcher.pairs.values())} pairs",
+    ]
+    if attempt is None:
+        parts.append(f"{watcher.toward}/{options.threshold} on {watcher.toward_version}")
+    elif attempt.experiment is None:
+        parts.append(_training(attempt) if attempt.stage != "GATES_PASSED" else _gates(attempt))
+    else:
+        parts += [_ab(watcher, attempt), _verdict(watcher.verdict)]
+    parts += [f"{a.candidate} {a.outcome}" for a in lifecycle.attempts if a.outcome]
+    return " | ".join(parts)
 
 
 def _training(attempt: Attempt | None) -> str:

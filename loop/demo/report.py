@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from prefloop.clickhouse.client import connect
+from prefloop.loop.users.crowd import MAX_TOKENS, TEMPERATURE
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings
 
@@ -33,7 +34,6 @@ __all__ = ["HeldOut", "held_out_check", "write_report"]
 BIN_S = 20  # seconds per point of the time series
 SAMPLES = 6  # sampled answers per prompt and version in the held-out check
 SIDE_BY_SIDE = 3
-MAX_NEW_TOKENS = 48  # as the simulated users ask
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def write_report(
         ).result_rows
     )
     paths: dict[str, list[Any]] = {}
-    for attempt in watcher.attempts:
+    for attempt in watcher.lifecycle.attempts:
         if attempt.experiment:
             paths[attempt.experiment] = list(
                 client.query(
@@ -94,18 +94,15 @@ def write_report(
                     parameters={"e": attempt.experiment, "m": settings.ab_primary_metric},
                 ).result_rows
             )
-    t0 = watcher.since_ms / 1000
-    plots = {
-        "scores.png": _plot_scores(series, watcher.attempts, t0),
-        "training.png": _plot_losses(watcher.attempts),
-        "pairs.png": _plot_pairs(pairs, watcher.attempts, watcher.options.threshold, t0),
-        "p_value.png": _plot_p_values(paths, settings.ab_alpha, t0),
-    }
+    attempts, t0 = watcher.lifecycle.attempts, watcher.since_ms / 1000
+    plots = _figures(
+        series, pairs, paths, attempts, watcher.options.threshold, settings.ab_alpha, t0
+    )
     for name, figure in plots.items():
         figure.savefig(out / name, dpi=110, bbox_inches="tight")
     registry = ModelRegistry.from_settings(settings)
     checks = []
-    for attempt in watcher.attempts:
+    for attempt in watcher.lifecycle.attempts:
         if attempt.outcome in ("PROMOTED", "ROLLED_BACK"):
             console.print(f"  held-out check: {attempt.parent} against {attempt.candidate} ...")
             checks.append(held_out_check(settings, registry, attempt.parent, attempt.candidate))
@@ -147,7 +144,7 @@ def held_out_check(
 
 
 def _sample(path: Path, prompts: tuple[str, ...], seed: int) -> list[list[str]]:
-    """:data:`SAMPLES` answers per prompt, sampled at temperature 1 as users get them."""
+    """:data:`SAMPLES` answers per prompt, sampled as the simulated users get them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -162,8 +159,8 @@ def _sample(path: Path, prompts: tuple[str, ...], seed: int) -> list[list[str]]:
         ids = torch.tensor([list(ids["input_ids"] if hasattr(ids, "keys") else ids)])
         with torch.no_grad():
             out = model.generate(
-                ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
-                max_new_tokens=MAX_NEW_TOKENS, num_return_sequences=SAMPLES,
+                ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=TEMPERATURE,
+                max_new_tokens=MAX_TOKENS, num_return_sequences=SAMPLES,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             )  # fmt: skip
         answers.append(
@@ -175,11 +172,30 @@ def _sample(path: Path, prompts: tuple[str, ...], seed: int) -> list[list[str]]:
     return answers
 
 
-def _axes(rows: int = 1, height: float = 2.6) -> tuple[Any, Any]:
+def _figures(
+    series: list[Any], pairs: list[Any], paths: dict[str, list[Any]], attempts: list[Attempt],
+    threshold: int, alpha: float, t0: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The report's plots, each on its own, and the four on one page (``loop.png``)."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(rows, 1, figsize=(8, height * rows), sharex=rows > 1, squeeze=False)
-    return figure, [a[0] for a in axes]
+    figures = {}
+    figures["scores.png"], axes = plt.subplots(3, 1, figsize=(8, 7.8), sharex=True)
+    _draw_scores(list(axes), series, attempts, t0)
+    for name, draw in (
+        ("training.png", lambda axis: _draw_losses(axis, attempts)),
+        ("pairs.png", lambda axis: _draw_pairs(axis, pairs, attempts, threshold, t0)),
+        ("p_value.png", lambda axis: _draw_p_values(axis, paths, alpha, t0)),
+    ):
+        figures[name], axis = plt.subplots(figsize=(8, 2.6))
+        draw(axis)
+    figures["loop.png"], grid = plt.subplots(2, 2, figsize=(13, 7.5))
+    _draw_scores([grid[0][0]], series, attempts, t0)
+    _draw_pairs(grid[0][1], pairs, attempts, threshold, t0)
+    _draw_losses(grid[1][0], attempts)
+    _draw_p_values(grid[1][1], paths, alpha, t0)
+    figures["loop.png"].tight_layout()
+    return figures
 
 
 def _marks(axis: Any, attempts: list[Attempt], t0: float) -> None:
@@ -190,27 +206,26 @@ def _marks(axis: Any, attempts: list[Attempt], t0: float) -> None:
                 axis.axvline(a.times[kind] / 1000 - t0, color="grey", linestyle=style, lw=0.8)
 
 
-def _plot_scores(series: list[Any], attempts: list[Attempt], t0: float) -> Any:
-    figure, axes = _axes(3)
+def _draw_scores(axes: list[Any], series: list[Any], attempts: list[Attempt], t0: float) -> None:
+    """Per version, the first ``len(axes)`` of: implicit score, rating, regenerate rate."""
+    labels = ("mean implicit score", "mean rating", "regenerate rate")
     by_version: dict[str, list[Any]] = defaultdict(list)
     for row in series:
         by_version[str(row[0])].append(row)
     for version, rows in by_version.items():
-        x = [r[1] - t0 for r in rows]
-        for axis, column in zip(axes, (2, 3, 4), strict=True):
+        x = [r[1] + BIN_S / 2 - t0 for r in rows]  # the middle of each bin
+        for axis, column in zip(axes, (2, 3, 4), strict=False):
             y = [math.nan if r[column] is None else float(r[column]) for r in rows]
             axis.plot(x, y, marker="o", ms=3, label=version)
-    for axis, label in zip(axes, ("implicit score", "rating", "regenerate rate"), strict=True):
+    for axis, label in zip(axes, labels, strict=False):
         axis.set_ylabel(label)
         _marks(axis, attempts, t0)
     axes[0].legend(loc="best", fontsize=8)
     axes[0].set_title(f"each version's answers, per {BIN_S} s (dotted: A/B starts; solid: verdict)")
     axes[-1].set_xlabel("seconds since the demo started")
-    return figure
 
 
-def _plot_losses(attempts: list[Attempt]) -> Any:
-    figure, (axis,) = _axes()
+def _draw_losses(axis: Any, attempts: list[Attempt]) -> None:
     for a in attempts:
         if a.losses:
             axis.plot([s for s, _ in a.losses], [v for _, v in a.losses], label=a.candidate)
@@ -219,29 +234,36 @@ def _plot_losses(attempts: list[Attempt]) -> Any:
     axis.set_title("training loss, per job")
     if any(a.losses for a in attempts):
         axis.legend(fontsize=8)
-    return figure
 
 
-def _plot_pairs(pairs: list[Any], attempts: list[Attempt], threshold: int, t0: float) -> Any:
-    figure, (axis,) = _axes()
+def _draw_pairs(
+    axis: Any, pairs: list[Any], attempts: list[Attempt], threshold: int, t0: float
+) -> None:
+    """Per version, the pairs since its last retrain request: what the trigger counts."""
+    requests: dict[str, list[float]] = defaultdict(list)
+    for a in attempts:
+        requests[a.parent].append(a.times["RETRAIN_REQUESTED"] / 1000 - t0)
     counts: dict[str, int] = defaultdict(int)
     points: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for ts, version, _ in pairs:
-        counts[str(version)] += 1
-        points[str(version)].append((ts / 1000 - t0, counts[str(version)]))
+        x, version = ts / 1000 - t0, str(version)
+        while requests[version] and x > requests[version][0]:  # the trigger starts again
+            points[version].append((requests[version].pop(0), 0))
+            counts[version] = 0
+        counts[version] += 1
+        points[version].append((x, counts[version]))
     for version, xy in points.items():
         axis.step([x for x, _ in xy], [y for _, y in xy], where="post", label=f"pairs on {version}")
     axis.axhline(threshold, color="red", linestyle="--", lw=0.8, label=f"threshold {threshold}")
     for a in attempts:
         axis.axvline(a.times["RETRAIN_REQUESTED"] / 1000 - t0, color="grey", linestyle=":", lw=0.8)
     axis.set_xlabel("seconds since the demo started (dotted: retrain requested)")
-    axis.set_ylabel("preference pairs")
+    axis.set_ylabel("pairs since the last request")
+    axis.set_title("preference pairs against the retrain threshold")
     axis.legend(fontsize=8)
-    return figure
 
 
-def _plot_p_values(paths: dict[str, list[Any]], alpha: float, t0: float) -> Any:
-    figure, (axis,) = _axes()
+def _draw_p_values(axis: Any, paths: dict[str, list[Any]], alpha: float, t0: float) -> None:
     for experiment, rows in paths.items():
         if rows:
             axis.plot([r[0] / 1000 - t0 for r in rows], [max(r[1], 1e-12) for r in rows],
@@ -252,7 +274,6 @@ def _plot_p_values(paths: dict[str, list[Any]], alpha: float, t0: float) -> Any:
     axis.set_ylabel("always-valid p (primary metric)")
     axis.set_title("the sequential test at each look of the verdict loop")
     axis.legend(fontsize=8)
-    return figure
 
 
 def _markdown(
@@ -265,7 +286,7 @@ def _markdown(
         "# prefloop demo: the loop, unattended",
         "",
         f"{options.users} simulated users (seed {options.seed}) chatting with "
-        f"{watcher.base} ({options.model}), who prefer answers of one sentence; "
+        f"{watcher.lifecycle.base} ({options.model}), who prefer answers of one sentence; "
         f"{seconds / 60:.1f} minutes; threshold {options.threshold} pairs.",
         "",
         f"Users: {stats.sessions} sessions, {stats.answers} answers "
@@ -275,7 +296,7 @@ def _markdown(
         "## Generations",
         "",
     ]
-    for a in watcher.attempts:
+    for a in watcher.lifecycle.attempts:
         lines += [
             f"### {a.parent} -> {a.candidate}: {a.outcome or 'unfinished, at ' + a.stage}",
             "",
@@ -314,8 +335,10 @@ def _markdown(
         "",
         "## Plots",
         "",
+        "![the loop](loop.png)",
+        "",
     ]
-    lines += [f"![{name}]({name})" for name in plots]
+    lines += [f"![{name}]({name})" for name in plots if name != "loop.png"]
     for check in checks:
         lines += [
             "",

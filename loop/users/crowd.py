@@ -28,7 +28,10 @@ from prefloop.loop.users.behaviour import Behaviour
 from prefloop.tiny_model import QUESTIONS, TOPICS
 from prefloop_sdk import FeedbackClient, InteractionIds
 
-__all__ = ["Crowd", "CrowdStats"]
+__all__ = ["MAX_TOKENS", "TEMPERATURE", "Crowd", "CrowdStats"]
+
+MAX_TOKENS = 48  # an answer's budget, as a chat app sets it
+TEMPERATURE = 0.7  # a chat app's usual sampling temperature
 
 
 @dataclass
@@ -54,7 +57,8 @@ class Crowd:
         behaviour: Behaviour | None = None,
         max_turns: int = 2,
         max_regenerates: int = 2,
-        max_tokens: int = 48,
+        max_tokens: int = MAX_TOKENS,
+        temperature: float = TEMPERATURE,
         threads: int = 4,
     ) -> None:
         from openai import OpenAI
@@ -65,7 +69,7 @@ class Crowd:
         self.feedback, self.users, self.seed = feedback, users, seed
         self.behaviour = behaviour or Behaviour()
         self.max_turns, self.max_regenerates = max_turns, max_regenerates
-        self.max_tokens, self.threads = max_tokens, threads
+        self.max_tokens, self.temperature, self.threads = max_tokens, temperature, threads
         self.stats = CrowdStats()
         self._lock = threading.Lock()
 
@@ -157,7 +161,7 @@ class Crowd:
             extra["regenerate_of"] = regenerate_of
         raw = self.client.chat.completions.with_raw_response.create(
             model="prefloop", messages=messages, user=self.user_id(n),  # type: ignore[arg-type]
-            max_tokens=self.max_tokens, temperature=1.0, extra_body=extra,
+            max_tokens=self.max_tokens, temperature=self.temperature, extra_body=extra,
         )  # fmt: skip
         answer = raw.parse().choices[0].message.content or ""
         headers = raw.headers

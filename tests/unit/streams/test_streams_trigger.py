@@ -160,7 +160,7 @@ def test_no_second_request_while_busy_and_pairs_keep_counting():
     assert len(lineage.events) == 1
 
 
-@pytest.mark.parametrize("kind", ["TRAINED", "GATES_FAILED"])
+@pytest.mark.parametrize("kind", ["GATES_FAILED", "ROLLED_BACK"])
 def test_an_outcome_frees_the_lineage_and_the_waiting_request_goes_out(kind: str):
     lineage = Lineage(RetrainTrigger(threshold=2))
     lineage.pair("p1", 0, 1, T0)
@@ -187,7 +187,7 @@ def test_an_outcome_below_the_threshold_only_frees_the_lineage():
     lineage.pair("p1", 0, 1, T0)
     lineage.pair("p2", 0, 2, T0)
     lineage.pair("p3", 0, 3, T0 + 1)
-    assert lineage.outcome("TRAINED", T0 + HOUR) == []
+    assert lineage.outcome("GATES_FAILED", T0 + HOUR) == []
     assert lineage.state is not None and lineage.state["busy_since"] is None
     (event,) = lineage.pair("p4", 0, 4, T0 + HOUR + 1)  # the next pair reaches it
     assert event["pair_count"] == 2
@@ -203,7 +203,9 @@ def test_every_ending_kind_frees_the_lineage(kind: str):
     assert freed.state["busy_since"] is None and freed.events == []
 
 
-@pytest.mark.parametrize("kind", ["REGISTERED", "RETRAIN_REQUESTED", "EVALUATED", "PROMOTED"])
+@pytest.mark.parametrize(
+    "kind", ["TRAINED", "REGISTERED", "EVALUATED", "GATES_PASSED", "AB_STARTED"]
+)
 def test_other_kinds_change_nothing(kind: str):
     trigger = RetrainTrigger(threshold=1)
     busy = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0).state
@@ -214,10 +216,10 @@ def test_other_kinds_change_nothing(kind: str):
 def test_an_outcome_on_an_idle_lineage_changes_nothing():
     trigger = RetrainTrigger(threshold=5)
     idle = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0).state
-    assert trigger.on_model_event(idle, model_event("TRAINED"), T0).state is idle
+    assert trigger.on_model_event(idle, model_event("GATES_FAILED"), T0).state is idle
     started = trigger.on_model_event(idle, model_event("TRAINING_STARTED"), T0 + 1)
     assert started.state is idle  # not busy: nothing to refresh
-    fresh = trigger.on_model_event(None, model_event("TRAINED"), T0)
+    fresh = trigger.on_model_event(None, model_event("GATES_FAILED"), T0)
     assert fresh.state == RetrainTrigger.new_state() and fresh.events == []
 
 
@@ -280,7 +282,7 @@ def _run(trigger: RetrainTrigger) -> list[dict[str, Any]]:
     lineage.pair("p2", 0, 2, T0 + 1)
     lineage.pair("p3", 0, 3, T0 + 2)
     lineage.pair("p4", 0, 4, T0 + 3)
-    lineage.outcome("TRAINED", T0 + HOUR)
+    lineage.outcome("GATES_FAILED", T0 + HOUR)
     return lineage.events
 
 

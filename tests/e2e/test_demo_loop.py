@@ -1,0 +1,87 @@
+"""`prefloop demo`, short: simulated users take v1 to a promoted successor they prefer.
+
+The stack is brought up first, so that the demo leaves it running and the test can
+read what the loop left in Kafka, ClickHouse and the registry; it goes down at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from prefloop import kafka
+from prefloop.clickhouse.client import connect
+from prefloop.model_registry import ModelRegistry
+from prefloop.settings import Settings, child_environment
+from prefloop.testing import isolated_settings
+
+CLI = [sys.executable, "-m", "prefloop.loop.cli"]
+
+
+def prefloop(settings: Settings, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=child_environment(settings), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_short_loop_promotes_a_v2_that_the_users_and_the_held_out_check_prefer(
+    tmp_path: Path,
+) -> None:
+    settings = isolated_settings(tmp_path / "home", ray_object_store_mb=128)
+    try:
+        up = prefloop(settings, "up", timeout=300)
+        assert up.returncode == 0, up.stderr
+        run = prefloop(
+            settings, "demo", "--users", "32", "--threshold", "120", "--minutes", "9",
+            "--seed", "3", timeout=720,
+        )  # fmt: skip
+        said = run.stdout + run.stderr
+        assert run.returncode == 0, said[-6000:]
+        assert "left running" in run.stdout
+        (candidate,) = re.findall(r"v1 -> (v1-dpo-[0-9a-f]{8}): PROMOTED", run.stdout)
+
+        # the registry: trained from v1 on the users' pairs, every gate passed
+        entry = ModelRegistry.from_settings(settings).get(candidate)
+        assert entry.parent == "v1" and entry.gates["passed"] is True
+        assert entry.lineage["train_pairs"] >= 0.7 * 120
+        assert set(entry.lineage["sources"]) <= {"IMPLICIT", "REGENERATE", "RATING"}
+
+        # the topics: the lifecycle in order, the promotion recorded once
+        reader = kafka.TopicReader(settings, settings.topics.model_events)
+        try:
+            events = [e for _, e, _, _ in reader.settle(2.0) if isinstance(e, dict)]
+        finally:
+            reader.close()
+        mine = [e["kind"] for e in events if e["model_version"] == candidate]
+        assert mine[0] == "TRAINING_STARTED" and mine.count("PROMOTED") == 1
+        assert mine.index("GATES_PASSED") < mine.index("AB_STARTED") < mine.index("PROMOTED")
+
+        # ClickHouse: the verdict loop's last look promoted on the primary metric
+        client = connect(settings)
+        decision, estimate, p = client.query(
+            "SELECT decision, estimate, p_sequential FROM verdicts WHERE experiment_id = "
+            "{e:String} AND metric = 'implicit_score' ORDER BY ts DESC LIMIT 1",
+            parameters={"e": f"ab-{candidate}"},
+        ).result_rows[0]
+        assert decision == "PROMOTE" and estimate > 0 and p < 0.05
+        served = client.query(
+            "SELECT uniqExact(user_id) FROM interactions FINAL WHERE model_version = {v:String}",
+            parameters={"v": candidate},
+        ).result_rows[0][0]
+        assert served >= 10
+
+        # the report, with its plots and the held-out check agreeing
+        (path,) = re.findall(r"the report: (\S+report\.md)", run.stdout)
+        report = Path(path)
+        text = report.read_text()
+        assert f"### v1 -> {candidate}: PROMOTED" in text
+        assert "the check agrees with the A/B" in text
+        assert re.search(r"IMPLICIT: \d+", text)
+        for plot in ("scores.png", "training.png", "pairs.png", "p_value.png"):
+            assert (report.parent / plot).stat().st_size > 10_000, plot
+    finally:
+        down = prefloop(settings, "down", timeout=300)
+        assert down.returncode == 0, down.stderr
