@@ -215,7 +215,8 @@ def demo(
 
         run_tour(demo_settings(settings_of(ctx)), console)
         return
-    from prefloop.loop.demo.cycle import LoopOptions, loop_settings, run_loop
+    from prefloop.loop.demo.cycle import run_loop
+    from prefloop.loop.demo.options import LoopOptions, loop_settings
 
     options = LoopOptions(users, minutes, threshold, generations, model, seed)
     result = run_loop(loop_settings(settings_of(ctx), options), options, console)

@@ -13,91 +13,27 @@ the next generation from it. This module only starts the users, follows the loop
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from prefloop.errors import PrefloopError
+from prefloop.loop.demo.options import LoopOptions, loop_overrides
 from prefloop.settings import Settings
 
 if TYPE_CHECKING:
     from prefloop.loop.demo.progress import LoopWatcher
     from prefloop.loop.users.crowd import CrowdStats
 
-__all__ = ["LOOP_TRAIN_CONFIG", "LoopOptions", "LoopResult", "loop_settings", "run_loop"]
+__all__ = ["LoopResult", "run_loop"]
 
 BASE = "v1"
 PLAIN_EVERY_S = 15.0
-JUDGE = "prefloop.loop.users.preference:judge"
-LOOP_TRAIN_CONFIG: dict[str, Any] = {
-    "learning_rate": 1e-4,
-    "epochs": 2.0,
-    "batch_size": 8,
-    "beta": 0.1,
-    "heldout_fraction": 0.2,
-    "max_length": 256,
-}
-"""The DPO job's settings for a tiny model and a few hundred pairs on 2 CPU cores."""
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """What ``prefloop demo`` was asked for."""
-
-    users: int = 40
-    minutes: float = 10.0  # the whole loop's deadline
-    threshold: int = 200  # pairs on a version that request its retrain
-    generations: int = 1  # promotions to reach
-    model: str = "tiny"  # tiny, smollm2 or a local checkpoint's path
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"--{name} {value!r}: {need}"
-            for name, value, ok, need in (
-                ("users", self.users, self.users >= 2, "use at least 2 users (one per arm)"),
-                ("minutes", self.minutes, self.minutes > 0, "use a positive number of minutes"),
-                ("threshold", self.threshold, self.threshold >= 8, "use at least 8 pairs"),
-                ("generations", self.generations, self.generations >= 1, "use at least 1"),
-            )
-            if not ok
-        ]
-        if problems:
-            raise PrefloopError("; ".join(problems))
-
-
-def loop_overrides(options: LoopOptions) -> dict[str, Any]:
-    """Settings the loop lowers from their production defaults, to run in minutes."""
-    return {
-        "retrain_threshold": options.threshold,
-        "train_config": json.dumps(LOOP_TRAIN_CONFIG),
-        "eval_judge": JUDGE,  # the offline evaluation judges with the users' preference
-        "streams_inactivity_s": 5.0,  # an answer settles after 5 s without a signal
-        "streams_tick_s": 1.0,
-        "ab_start_split": 50.0,
-        "ab_verdict_interval_s": 10.0,
-        "ab_min_users": max(2, min(10, options.users // 4)),
-        "ab_effect_size": 0.5,
-    }
-
-
-def loop_settings(
-    settings: Settings, options: LoopOptions, environ: Mapping[str, str] = os.environ
-) -> Settings:
-    """``settings`` with :func:`loop_overrides`, except where the environment sets one."""
-    changes = {
-        k: v for k, v in loop_overrides(options).items() if f"PREFLOOP_{k.upper()}" not in environ
-    }
-    return settings.with_overrides(**changes)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from prefloop.training.job import candidate_version
 from prefloop.training.service import submission_id
 
 if TYPE_CHECKING:
-    from prefloop.loop.demo.cycle import LoopOptions
+    from prefloop.loop.demo.options import LoopOptions
     from prefloop.loop.users.crowd import CrowdStats
 
 __all__ = ["ArmView", "Attempt", "Lifecycle", "LoopWatcher", "render", "status_line"]

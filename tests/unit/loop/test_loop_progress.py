@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from prefloop.errors import PrefloopError
-from prefloop.loop.demo.cycle import LoopOptions, loop_overrides, loop_settings
+from prefloop.loop.demo.options import LoopOptions, loop_overrides, loop_settings
 from prefloop.loop.demo.progress import ArmView, Lifecycle, render, status_line
 from prefloop.loop.users.crowd import CrowdStats
 from prefloop.settings import Settings
