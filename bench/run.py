@@ -18,6 +18,7 @@ BENCHMARKS = [
     "analytics",
     "cli_start",
     "training",
+    "demo",
 ]
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ __all__ = ["LOOP_TRAIN_CONFIG", "LoopOptions", "loop_overrides", "loop_settings"
 
 JUDGE = "prefloop.loop.users.preference:judge"
 LOOP_TRAIN_CONFIG: dict[str, Any] = {
-    "learning_rate": 1e-4,
+    "learning_rate": 1.5e-4,
     "epochs": 2.0,
     "batch_size": 8,
     "beta": 0.1,
