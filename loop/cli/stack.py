@@ -201,11 +201,16 @@ def schemas_check(directory: str | None) -> None:
     help="v1: the pre-trained tiny model, SmolLM2-135M-Instruct, or a local checkpoint",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="the users' seed")
+@click.option(
+    "--chaos",
+    is_flag=True,
+    help="SIGKILL the stream worker, a router replica and the sink once each",
+)
 @click.option("--tour", is_flag=True, help="instead, walk through each component, stage by stage")
 @click.pass_context
 def demo(
     ctx: click.Context, users: int, minutes: float, threshold: int, generations: int,
-    model: str, seed: int, tour: bool,
+    model: str, seed: int, chaos: bool, tour: bool,
 ) -> None:  # fmt: skip
     """The main job: simulated users, their pairs, a DPO retrain, its gates, the A/B and
     its verdict, unattended; exits 0 once v1's successor is promoted."""
@@ -218,7 +223,7 @@ def demo(
     from prefloop.loop.demo.cycle import run_loop
     from prefloop.loop.demo.options import LoopOptions, loop_settings
 
-    options = LoopOptions(users, minutes, threshold, generations, model, seed)
+    options = LoopOptions(users, minutes, threshold, generations, model, seed, chaos)
     result = run_loop(loop_settings(settings_of(ctx), options), options, console)
     if result.promoted == 0:
         raise click.exceptions.Exit(1)

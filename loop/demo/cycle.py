@@ -74,6 +74,7 @@ def _run(
 
     from prefloop.event_client import feedback_client
     from prefloop.loop.demo.base_model import register_base
+    from prefloop.loop.demo.chaos import Chaos
     from prefloop.loop.demo.progress import LoopWatcher
     from prefloop.loop.demo.report import write_report
     from prefloop.loop.users.crowd import Crowd
@@ -96,16 +97,20 @@ def _run(
         )  # fmt: skip
         users = threading.Thread(target=crowd.run, kwargs={"stop": stop}, daemon=True)
         users.start()
+        chaos = Chaos(settings, options.seed) if options.chaos else None
+        striking = chaos.start(stop) if chaos is not None else None
         try:
             _follow(watcher, crowd.stats, deadline, console)
         finally:
             stop.set()
             users.join(timeout=60)
+            if striking is not None:
+                striking.join(timeout=300)  # a restart under way finishes
             watcher.close()
     watcher.settle()
     for line in watcher.summary_lines(deadline_passed=time.time() >= deadline):
         console.print(f"  {line}")
-    report = write_report(settings, watcher, crowd.stats, console)
+    report = write_report(settings, watcher, crowd.stats, console, chaos)
     return LoopResult(watcher.lifecycle.outcomes(), report, time.time() - started_at)
 
 
@@ -135,6 +140,11 @@ def _show_settings(console: Console, settings: Settings, options: LoopOptions) -
         f"  {options.users} simulated users (seed {options.seed}) chat with {BASE} "
         f"({options.model}); they prefer answers of one sentence. Until "
         f"{options.generations} promotion(s) or {options.minutes:g} minutes."
+        + (
+            " Chaos: the stream worker, a router replica and the sink are SIGKILLed once each."
+            if options.chaos
+            else ""
+        )
     )
     table = Table("setting", "demo", "production default", box=None,
                   title="settings the demo lowers to run in minutes")  # fmt: skip

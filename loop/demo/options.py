@@ -35,6 +35,7 @@ class LoopOptions:
     generations: int = 1  # promotions to reach
     model: str = "tiny"  # tiny, smollm2 or a local checkpoint's path
     seed: int = 0
+    chaos: bool = False  # SIGKILL the stream worker, a router replica and the sink once each
 
     def __post_init__(self) -> None:
         problems = [
@@ -63,6 +64,7 @@ def loop_overrides(options: LoopOptions) -> dict[str, Any]:
         "ab_verdict_interval_s": 10.0,
         "ab_min_users": max(2, min(10, options.users // 4)),
         "ab_effect_size": 0.5,
+        **({"serve_replicas": 2} if options.chaos else {}),  # one is killed, one serves
     }
 
 

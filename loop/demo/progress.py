@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from prefloop.clickhouse.client import connect
+from prefloop.errors import first_line
 from prefloop.kafka import TopicReader
 from prefloop.settings import Settings
 from prefloop.training.job import candidate_version
@@ -142,6 +143,7 @@ class LoopWatcher:
         self.arms: list[ArmView] = []
         self.verdict: dict[str, Any] | None = None
         self.rate = 0.0  # answers per second, over the last 10 s
+        self.note = ""  # why the store's figures are not fresh
         self._answers: deque[tuple[float, int]] = deque(maxlen=64)
         self._reader = TopicReader(settings, settings.topics.model_events)
         self._store = connect(settings)
@@ -157,7 +159,11 @@ class LoopWatcher:
             self._count_answers(stats.answers)
         if time.monotonic() >= self._next_store:
             self._next_store = time.monotonic() + STORE_EVERY_S
-            self.refresh()
+            try:
+                self.refresh()
+                self.note = ""
+            except Exception as exc:  # the store or Ray restarting: the last values stand
+                self.note = f"not answering, the last values shown: {first_line(exc)}"
 
     def refresh(self) -> None:
         """Re-read the training's log and the store."""
@@ -298,7 +304,7 @@ def render(watcher: LoopWatcher, stats: CrowdStats) -> Group:
         f"({watcher.rate:.1f}/s; {versions or 'none yet'})",
     )
     stored = ", ".join(f"{v} {n}" for v, n in sorted(watcher.interactions.items()))
-    grid.add_row("events", f"interactions in ClickHouse: {stored or 'none yet'}")
+    grid.add_row("events", f"interactions in ClickHouse: {stored or 'none yet'} {watcher.note}")
     sources = Counter[str]()
     for (_, source), n in watcher.pairs.items():
         sources[source] += n

@@ -26,6 +26,8 @@ from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings
 
 if TYPE_CHECKING:
+    from prefloop.loop.demo.audit import Ledger
+    from prefloop.loop.demo.chaos import Chaos
     from prefloop.loop.demo.progress import Attempt, LoopWatcher
     from prefloop.loop.users.crowd import CrowdStats
 
@@ -56,10 +58,13 @@ class HeldOut:
 
 
 def write_report(
-    settings: Settings, watcher: LoopWatcher, stats: CrowdStats, console: Console
-) -> Path:
+    settings: Settings, watcher: LoopWatcher, stats: CrowdStats, console: Console,
+    chaos: Chaos | None = None,
+) -> Path:  # fmt: skip
     """Write the report of the run ``watcher`` followed; returns its Markdown file."""
     import matplotlib
+
+    from prefloop.loop.demo.audit import audit
 
     matplotlib.use("Agg")
     stamp = datetime.fromtimestamp(watcher.since_ms / 1000, UTC).strftime("%Y%m%d-%H%M%S")
@@ -106,10 +111,15 @@ def write_report(
         if attempt.outcome in ("PROMOTED", "ROLLED_BACK"):
             console.print(f"  held-out check: {attempt.parent} against {attempt.candidate} ...")
             checks.append(held_out_check(settings, registry, attempt.parent, attempt.candidate))
+    sent = {"interactions": stats.answers, "feedback": sum(stats.signals.values())}
+    ledgers = audit(settings, watcher.since_ms, sent)
     text = _markdown(settings, watcher, stats, registry, checks, plots, paths)
+    text += _ledger_markdown(ledgers, chaos)
     report = out / "report.md"
     report.write_text(text)
     console.print(f"  the report: {report}")
+    for ledger in ledgers:
+        console.print(f"  ledger: {_ledger_line(ledger)}")
     for check in checks:
         verdict = "agrees" if check.agrees else "does not agree"
         console.print(
@@ -355,6 +365,45 @@ def _markdown(
         ]
         lines += [f"| {p} | {_cell(a)} | {_cell(b)} |" for p, a, b in check.examples]
     return "\n".join(lines) + "\n"
+
+
+def _ledger_line(ledger: Ledger) -> str:
+    verdict = "nothing lost, nothing counted twice" if ledger.ok else (
+        f"{ledger.missing} lost" if ledger.lost else f"{ledger.rows - ledger.row_ids} counted twice"
+    )  # fmt: skip
+    sent = f"{ledger.sent} by the users, " if ledger.sent is not None else ""
+    return (
+        f"{ledger.what}: {sent}{ledger.records} records with {ledger.ids} ids on Kafka, "
+        f"{ledger.rows} rows with {ledger.row_ids} of them in ClickHouse: {verdict}"
+    )
+
+
+def _ledger_markdown(ledgers: list[Ledger], chaos: Chaos | None) -> str:
+    lines = ["", "## Ledger: every event on Kafka and in ClickHouse", ""]
+    if chaos is not None:
+        lines += ["Chaos: each of these was SIGKILLed once, at a random moment of the loop.", "",
+                  "| target | planned (s) | killed at (s) | pid | back after (s) | |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for k in chaos.kills:
+            lines.append(f"| {k.target} | {k.at_s:g} | {_or(k.done_s)} | {_or(k.pid)} | "
+                         f"{_or(k.back_s)} | {k.note} |")  # fmt: skip
+        lines.append("")
+    lines += [
+        "| stream | by the users | records on Kafka | distinct ids | rows in ClickHouse (FINAL) "
+        "| of those ids | lost | counted twice |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in ledgers:
+        lines.append(f"| {g.what} | {_or(g.sent)} | {g.records} | {g.ids} | {g.rows} | "
+                     f"{g.row_ids} | {g.missing} | {g.rows - g.row_ids} |")  # fmt: skip
+    ok = all(g.ok for g in ledgers)
+    lines += ["", "Every id on the topics is in ClickHouse once." if ok else
+              "**Some ids are missing or counted twice: see the table.**"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _or(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _cell(text: str) -> str:

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai import APIError, OpenAI
+
 from prefloop.loop.users.behaviour import Behaviour
 from prefloop.tiny_model import QUESTIONS, TOPICS
 from prefloop_sdk import FeedbackClient, InteractionIds
@@ -42,6 +44,7 @@ class CrowdStats:
     answers: int = 0
     signals: Counter[str] = field(default_factory=Counter)
     by_version: Counter[str] = field(default_factory=Counter)
+    failed: int = 0  # sessions given up on an error of the router (after the client's retries)
 
 
 class Crowd:
@@ -61,8 +64,6 @@ class Crowd:
         temperature: float = TEMPERATURE,
         threads: int = 4,
     ) -> None:
-        from openai import OpenAI
-
         if users < 1:
             raise ValueError(f"Crowd(users={users}): use at least 1 user")
         self.client = OpenAI(base_url=f"{base_url}/v1", api_key="prefloop", max_retries=3)
@@ -100,7 +101,11 @@ class Crowd:
                     job = next(order, None)
                 if job is None:
                     return
-                self.session(*job)
+                try:
+                    self.session(*job)
+                except APIError:  # a user whose chat failed leaves, as a person would
+                    with self._lock:
+                        self.stats.failed += 1
                 if on_session is not None:
                     on_session(self.stats)
 

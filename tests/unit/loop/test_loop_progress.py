@@ -105,7 +105,7 @@ def _watcher(life: Lifecycle, **state: Any) -> Any:
     base = {"lifecycle": life, "options": LoopOptions(users=12, threshold=50), "since_ms": T0,
             "settings": Settings(), "pairs": Counter({("v1", "IMPLICIT"): 30, ("v1", "RATING"): 2}),
             "interactions": Counter({"v1": 90}), "toward": 32, "toward_version": "v1",
-            "rate": 2.5, "arms": [], "verdict": None}  # fmt: skip
+            "rate": 2.5, "arms": [], "verdict": None, "note": ""}  # fmt: skip
     return SimpleNamespace(**{**base, **state})
 
 
@@ -130,3 +130,28 @@ def test_the_views_show_the_pairs_against_the_threshold_then_the_ab_and_its_verd
     assert "always-valid p 0.012" in shown and "PROMOTE" in shown
     line = status_line(watcher, stats)
     assert "ab-x at" in line and "PROMOTE" in line
+
+
+def test_the_chaos_plan_kills_each_target_once_in_its_window_the_same_for_a_seed() -> None:
+    from prefloop.loop.demo.chaos import TARGETS, WINDOW_S, Chaos
+
+    plan = Chaos(Settings(), seed=4).kills
+    assert sorted(k.target for k in plan) == sorted(TARGETS)
+    assert all(WINDOW_S[0] <= k.at_s <= WINDOW_S[1] for k in plan)
+    assert [k.at_s for k in plan] == sorted(k.at_s for k in plan)
+    assert [(k.target, k.at_s) for k in Chaos(Settings(), seed=4).kills] == [
+        (k.target, k.at_s) for k in plan
+    ]
+    assert [k.at_s for k in Chaos(Settings(), seed=5).kills] != [k.at_s for k in plan]
+    assert loop_overrides(LoopOptions(chaos=True))["serve_replicas"] == 2
+    assert "serve_replicas" not in loop_overrides(LoopOptions())
+
+
+def test_a_ledger_says_lost_when_an_id_is_missing_and_twice_when_rows_outnumber_ids() -> None:
+    from prefloop.loop.demo.audit import Ledger
+
+    assert Ledger("pairs", records=12, ids=10, rows=10, row_ids=10, missing=0).ok
+    lost = Ledger("pairs", records=10, ids=10, rows=9, row_ids=9, missing=1)
+    assert lost.lost and not lost.twice and not lost.ok
+    twice = Ledger("pairs", records=10, ids=10, rows=11, row_ids=10, missing=0)
+    assert twice.twice and not twice.lost and not twice.ok
