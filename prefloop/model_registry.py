@@ -39,6 +39,7 @@ __all__ = [
     "ModelVersion",
     "RegistryError",
     "UnknownModelError",
+    "candidate_version",
 ]
 
 MANIFEST = "prefloop-model.json"
@@ -77,6 +78,13 @@ class ModelVersion:
     training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, versions, metrics
     evaluation: dict[str, Any] = field(default_factory=dict)  # offline evaluation results
     gates: dict[str, Any] = field(default_factory=dict)  # quality gates and their outcome
+
+
+def candidate_version(base: str, request_id: str) -> str:
+    """The version a retrain request trains: its base's name and a digest of the request's
+    id (the trigger, the trainer and whoever follows them name it alike)."""
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, f"prefloop-train/{request_id}").hex[:8]
+    return f"{base[:48]}-dpo-{digest}"
 
 
 def check_version_name(version: str) -> str:

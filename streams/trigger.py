@@ -21,7 +21,14 @@ threshold already reached (a rollback), the next request goes out at once.
 State (JSON-serialisable; never modified in place)::
 
     {"count": int, "first": {partition: offset}, "last": {partition: offset},
-     "busy_since": int | None, "requests": int, "seen": {pair_id: True}}
+     "busy_since": int | None, "busy_candidate": str | None, "requests": int,
+     "seen": {pair_id: True}}
+
+``busy_candidate`` is the version the pending request trains (named as the trainer
+names it, :func:`prefloop.model_registry.candidate_version`): only events about it
+refresh or end the attempt. An earlier attempt's late events (ARCHIVED after its
+GATES_FAILED, a replay) or a forced training's do not free the lineage of a request
+still under way.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefloop.model_registry import candidate_version
 from prefloop.streams.ids import derived_id
 from prefloop.streams.records import Record, SourceOffset, bounded_add
 
@@ -59,7 +67,8 @@ class RetrainTrigger:
 
     @staticmethod
     def new_state() -> dict[str, Any]:
-        return {"count": 0, "first": {}, "last": {}, "busy_since": None, "requests": 0, "seen": {}}
+        return {"count": 0, "first": {}, "last": {}, "busy_since": None, "busy_candidate": None,
+                "requests": 0, "seen": {}}  # fmt: skip
 
     def on_pair(
         self, state: dict[str, Any] | None, pair: Record, source: SourceOffset, now: int
@@ -82,12 +91,14 @@ class RetrainTrigger:
     def on_model_event(self, state: dict[str, Any] | None, event: Record, now: int) -> TriggerStep:
         """Take a ModelEvent about a version trained from this one (its ``parent_version``)."""
         state = state if state is not None else self.new_state()
-        kind = event["kind"]
-        if kind == "TRAINING_STARTED" and state["busy_since"] is not None:
+        kind, candidate = event["kind"], state.get("busy_candidate")
+        if state["busy_since"] is None or candidate not in (None, event["model_version"]):
+            return TriggerStep(state)  # idle, or about another attempt than the one under way
+        if kind == "TRAINING_STARTED":
             return TriggerStep({**state, "busy_since": max(state["busy_since"], now)})
-        if kind not in ENDS_TRAINING or state["busy_since"] is None:
+        if kind not in ENDS_TRAINING:
             return TriggerStep(state)
-        return TriggerStep({**state, "busy_since": None})
+        return TriggerStep({**state, "busy_since": None, "busy_candidate": None})
 
     def ready(self, state: dict[str, Any], now: int) -> bool:
         """Whether a request would go out now (threshold reached, lineage idle)."""
@@ -138,6 +149,7 @@ class RetrainTrigger:
             "first": {},
             "last": {},
             "busy_since": int(now),
+            "busy_candidate": candidate_version(model_version, event["event_id"]),
             "requests": number,
         }
         return TriggerStep(new, [event])

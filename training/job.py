@@ -15,7 +15,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -23,21 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.errors import PrefloopError, first_line
-from prefloop.model_registry import ModelRegistry, ModelVersion, UnknownModelError
+from prefloop.model_registry import (
+    ModelRegistry,
+    ModelVersion,
+    UnknownModelError,
+)
 from prefloop.settings import Settings, load_settings
 from prefloop.training.config import DPOJobConfig
 from prefloop.training.exceptions import TrainingError
 from prefloop.training.pairs import read_pairs, split
 
-__all__ = ["candidate_version", "run_job"]
+__all__ = ["run_job"]
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "prefloop")
-
-
-def candidate_version(base: str, request_id: str) -> str:
-    """The version a request trains: its base's name and a digest of the request's id."""
-    digest = uuid.uuid5(uuid.NAMESPACE_URL, f"prefloop-train/{request_id}").hex[:8]
-    return f"{base[:48]}-dpo-{digest}"
 
 
 def _libraries() -> dict[str, str]:

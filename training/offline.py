@@ -17,11 +17,10 @@ from confluent_kafka import TopicPartition
 
 from prefloop import kafka
 from prefloop.kafka import TopicReader
-from prefloop.model_registry import ModelRegistry, ModelVersion
+from prefloop.model_registry import ModelRegistry, ModelVersion, candidate_version
 from prefloop.settings import Settings
 from prefloop.training.config import DPOJobConfig
 from prefloop.training.exceptions import PairsError, TrainingError
-from prefloop.training.job import candidate_version
 from prefloop.training.pairs import read_pairs
 from prefloop.training.service import Outcome, TrainerService, model_event
 

@@ -37,13 +37,17 @@ from confluent_kafka import KafkaError
 from prefloop import kafka
 from prefloop.errors import first_line
 from prefloop.event_client import feedback_client
-from prefloop.model_registry import ModelRegistry, ModelVersion, UnknownModelError
+from prefloop.model_registry import (
+    ModelRegistry,
+    ModelVersion,
+    UnknownModelError,
+    candidate_version,
+)
 from prefloop.ray_client import jobs_client
 from prefloop.settings import Settings, child_environment
 from prefloop.training.config import DPOJobConfig
 from prefloop.training.exceptions import JobError
 from prefloop.training.gates import check_gates, describe_failures
-from prefloop.training.job import candidate_version
 from prefloop_sdk import decode
 
 __all__ = ["Outcome", "TrainerService", "model_event", "submission_id"]

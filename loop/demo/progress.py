@@ -23,8 +23,8 @@ from rich.text import Text
 from prefloop.clickhouse.client import connect
 from prefloop.errors import first_line
 from prefloop.kafka import TopicReader
+from prefloop.model_registry import candidate_version
 from prefloop.settings import Settings
-from prefloop.training.job import candidate_version
 from prefloop.training.service import submission_id
 
 if TYPE_CHECKING:

@@ -16,10 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from prefloop import kafka
-from prefloop.model_registry import ModelRegistry, UnknownModelError
+from prefloop.model_registry import ModelRegistry, UnknownModelError, candidate_version
 from prefloop.settings import Settings
 from prefloop.tiny_model import PRETRAIN_STEPS, tiny_model
-from prefloop.training.job import candidate_version
 
 __all__ = ["DEMO_TRAIN_CONFIG", "register_base", "run_training_stage"]
 

@@ -24,13 +24,12 @@ from training_pairs import JUDGE, preference_pairs, retrain_request, write_pairs
 from prefloop.infra.testing import local_ray_head
 from prefloop.kafka import TopicReader
 from prefloop.loop.handoff import follow_gates
-from prefloop.model_registry import ModelRegistry, UnknownModelError
+from prefloop.model_registry import ModelRegistry, UnknownModelError, candidate_version
 from prefloop.serving import control
 from prefloop.serving.assignment import Routing
 from prefloop.settings import Settings
 from prefloop.testing import free_port, fresh_topics
 from prefloop.tiny_model import tiny_model
-from prefloop.training.job import candidate_version
 from prefloop.training.service import TrainerService, submission_id
 from prefloop_sdk import FeedbackClient
 

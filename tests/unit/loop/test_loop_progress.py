@@ -13,8 +13,8 @@ from prefloop.errors import PrefloopError
 from prefloop.loop.demo.options import LoopOptions, loop_overrides, loop_settings
 from prefloop.loop.demo.progress import ArmView, Lifecycle, render, status_line
 from prefloop.loop.users.crowd import CrowdStats
+from prefloop.model_registry import candidate_version
 from prefloop.settings import Settings
-from prefloop.training.job import candidate_version
 
 T0 = 1_800_000_000_000
 

@@ -10,6 +10,7 @@ import pytest
 from streams_events import MINUTE, SECOND, T0
 
 from prefloop.streams.records import source_offset
+from prefloop.model_registry import candidate_version
 from prefloop.streams.trigger import ENDS_TRAINING, RetrainTrigger
 from prefloop_sdk import decode, encode
 
@@ -63,7 +64,9 @@ class Lineage:
         return self._take(self.trigger.on_pair(self.state, pair(pair_id, self.version), where, now))
 
     def outcome(self, kind: str, now: int) -> list[dict[str, Any]]:
-        self._take(self.trigger.on_model_event(self.state, model_event(kind), now))
+        """An event about the candidate of the request under way (any, when idle)."""
+        about = (self.state or {}).get("busy_candidate") or "v2"
+        self._take(self.trigger.on_model_event(self.state, model_event(kind, about), now))
         assert self.state is not None
         return self._take(self.trigger.request_if_ready(self.state, self.version, QUEUE, now))
 
@@ -91,6 +94,7 @@ def test_one_request_exactly_when_the_count_reaches_the_threshold():
         "first": {},
         "last": {},
         "busy_since": T0 + 2,
+        "busy_candidate": candidate_version("v1", event["event_id"]),
         "requests": 1,
         "seen": {"p1": True, "p2": True, "p3": True},
     }
@@ -199,8 +203,31 @@ def test_every_ending_kind_frees_the_lineage(kind: str):
     trigger = RetrainTrigger(threshold=1)
     step = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0)
     assert step.state["busy_since"] == T0
-    freed = trigger.on_model_event(step.state, model_event(kind), T0 + 1)
+    about = step.state["busy_candidate"]
+    freed = trigger.on_model_event(step.state, model_event(kind, about), T0 + 1)
     assert freed.state["busy_since"] is None and freed.events == []
+
+
+def test_only_events_about_the_pending_candidate_end_or_refresh_its_attempt():
+    trigger = RetrainTrigger(threshold=1)
+    first = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0)
+    candidate = first.state["busy_candidate"]
+    assert candidate == candidate_version("v1", first.events[0]["event_id"])
+    failed = trigger.on_model_event(first.state, model_event("GATES_FAILED", candidate), T0 + 1)
+    second = trigger.request_if_ready(
+        trigger.on_pair(failed.state, pair("p2"), source_offset(QUEUE, 0, 1), T0 + 2).state,
+        "v1", QUEUE, T0 + 2,
+    )  # fmt: skip
+    now = second.state
+    assert now["requests"] == 2 and now["busy_candidate"] not in (None, candidate)
+    # the first attempt's late ARCHIVED, or a forced training's outcome: still busy
+    for late in (model_event("ARCHIVED", candidate), model_event("GATES_FAILED", "v1-manual")):
+        step = trigger.on_model_event(now, late, T0 + 3)
+        assert step.state is now and trigger.ready(step.state, T0 + 3) is False
+    started = trigger.on_model_event(now, model_event("TRAINING_STARTED", candidate), T0 + 9)
+    assert started.state["busy_since"] == now["busy_since"]  # not refreshed by the old one
+    ended = trigger.on_model_event(now, model_event("ROLLED_BACK", now["busy_candidate"]), T0 + 4)
+    assert ended.state["busy_since"] is None and ended.state["busy_candidate"] is None
 
 
 @pytest.mark.parametrize(
@@ -209,7 +236,7 @@ def test_every_ending_kind_frees_the_lineage(kind: str):
 def test_other_kinds_change_nothing(kind: str):
     trigger = RetrainTrigger(threshold=1)
     busy = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0).state
-    step = trigger.on_model_event(busy, model_event(kind), T0 + 1)
+    step = trigger.on_model_event(busy, model_event(kind, busy["busy_candidate"]), T0 + 1)
     assert step.state is busy and step.events == []
 
 
@@ -226,10 +253,11 @@ def test_an_outcome_on_an_idle_lineage_changes_nothing():
 def test_training_started_refreshes_busy_since():
     trigger = RetrainTrigger(threshold=1, busy_timeout_s=3600)
     busy = trigger.on_pair(None, pair("p1"), source_offset(QUEUE, 0, 0), T0).state
-    started = trigger.on_model_event(busy, model_event("TRAINING_STARTED"), T0 + 50 * MINUTE)
+    training = model_event("TRAINING_STARTED", busy["busy_candidate"])
+    started = trigger.on_model_event(busy, training, T0 + 50 * MINUTE)
     assert started.state["busy_since"] == T0 + 50 * MINUTE and started.events == []
     # an older TRAINING_STARTED does not move it back
-    older = trigger.on_model_event(started.state, model_event("TRAINING_STARTED"), T0 + MINUTE)
+    older = trigger.on_model_event(started.state, training, T0 + MINUTE)
     assert older.state["busy_since"] == T0 + 50 * MINUTE
     # past the original timeout but inside the refreshed one: still busy
     step = trigger.on_pair(started.state, pair("p2"), source_offset(QUEUE, 0, 1), T0 + 70 * MINUTE)
