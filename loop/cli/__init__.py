@@ -22,7 +22,8 @@ _COMMANDS = (analytics, serving, stack, streams, training, verdict)  # importing
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="prefloop", standalone_mode=False)
+        # not standalone: click hands a command's Exit back as its code instead of exiting
+        code = cli.main(args=argv, prog_name="prefloop", standalone_mode=False)
     except PrefloopError as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

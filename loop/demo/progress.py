@@ -35,6 +35,9 @@ __all__ = ["ArmView", "Attempt", "Lifecycle", "LoopWatcher", "render", "status_l
 
 STORE_EVERY_S = 3.0
 ENDS = ("PROMOTED", "ROLLED_BACK", "GATES_FAILED", "TRAINING_FAILED")
+_STAGES = {kind: rank for rank, kind in enumerate((
+    "requested", "TRAINING_STARTED", "TRAINED", "REGISTERED", "EVALUATED", "GATES_PASSED",
+    "AB_STARTED", "SPLIT_CHANGED"))}  # fmt: skip
 _STEP = re.compile(r"training: step (\d+)/(\d+) loss ([0-9.eE+-]+)")
 
 
@@ -85,8 +88,9 @@ class Lifecycle:
         """Advance with one ModelEvent."""
         kind, version = event["kind"], event["model_version"]
         if kind == "RETRAIN_REQUESTED":
-            if version == self.serving and self.current() is None:
-                candidate = candidate_version(version, str(event["event_id"]))
+            candidate = candidate_version(version, str(event["event_id"]))
+            known = any(a.candidate == candidate for a in self.attempts)
+            if version == self.serving and not known:
                 self.attempts.append(Attempt(version, event, candidate))
                 self.attempts[-1].times[kind] = event["ts"]
             return
@@ -104,11 +108,16 @@ class Lifecycle:
         if kind == "PROMOTED":
             self.serving = attempt.candidate
             self.promotions += 1
+            for other in self.attempts:  # trained from a version users no longer get
+                if other.outcome is None and other.parent != self.serving:
+                    other.outcome, other.detail = "SUPERSEDED", f"{attempt.candidate} was promoted"
 
     def current(self) -> Attempt | None:
-        """The attempt under way, if any."""
-        last = self.attempts[-1] if self.attempts else None
-        return last if last is not None and last.outcome is None else None
+        """The attempt under way that is furthest along, if any (a second request of the
+        same version may run beside it: a forced training, a trigger's replay)."""
+        open_ = [(_STAGES.get(a.stage, 0), i, a) for i, a in enumerate(self.attempts)
+                 if a.outcome is None]  # fmt: skip
+        return max(open_, key=lambda item: item[:2])[2] if open_ else None
 
     def outcomes(self) -> list[tuple[str, str, str]]:
         return [
@@ -124,6 +133,7 @@ class Lifecycle:
                 "ROLLED_BACK": f"[bold red]ROLLED BACK[/]: users stay on {a.parent}",
                 "GATES_FAILED": "[bold red]failed its gates[/]: never served",
                 "TRAINING_FAILED": "[bold red]training failed[/]",
+                "SUPERSEDED": "superseded",
             }.get(a.outcome or "", f"[yellow]unfinished, at {a.stage}[/]")
             detail = f" ({a.detail})" if a.detail else ""
             lines.append(f"{a.parent} -> {a.candidate}: {said}{detail}")

@@ -70,15 +70,22 @@ def test_a_failed_or_rolled_back_candidate_leaves_users_on_its_parent() -> None:
     assert "ROLLED BACK" in lines[1] and "users stay on v1" in lines[1]
 
 
-def test_events_of_other_versions_and_a_second_request_while_one_runs_are_ignored() -> None:
+def test_two_requests_of_one_version_are_followed_apart_and_the_furthest_is_current() -> None:
     life = Lifecycle("v1")
-    candidate = requested(life, "v1", T0)
-    requested(life, "v1", T0 + 1)  # the trigger's next request while the first is decided
+    first = requested(life, "v1", T0)
+    second = requested(life, "v1", T0 + 1)  # a forced training beside the trigger's
     life.on_event(event("GATES_PASSED", "someone-else", T0 + 2))
-    requested(life, "v7", T0 + 3)
-    assert [a.candidate for a in life.attempts] == [candidate]
-    assert life.attempts[0].stage == "requested"
-    assert life.outcomes() == [("v1", candidate, "unfinished (requested)")]
+    requested(life, "v7", T0 + 3)  # not what users get
+    assert [a.candidate for a in life.attempts] == [first, second]
+    life.on_event(event("TRAINING_STARTED", second, T0 + 4))
+    assert life.current() is life.attempts[1]
+    life.on_event(event("GATES_PASSED", second, T0 + 5))
+    life.on_event(event("TRAINING_STARTED", first, T0 + 6))
+    assert life.current() is life.attempts[1]  # further along
+    life.on_event(event("AB_STARTED", second, T0 + 7, experiment_id="ab"))
+    life.on_event(event("PROMOTED", second, T0 + 8))
+    assert life.outcomes() == [("v1", first, "SUPERSEDED"), ("v1", second, "PROMOTED")]
+    assert life.current() is None
 
 
 @pytest.mark.parametrize(

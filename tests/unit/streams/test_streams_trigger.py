@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from streams_events import MINUTE, SECOND, T0
 
-from prefloop.streams.records import source_offset
 from prefloop.model_registry import candidate_version
+from prefloop.streams.records import source_offset
 from prefloop.streams.trigger import ENDS_TRAINING, RetrainTrigger
 from prefloop_sdk import decode, encode
 
