@@ -37,6 +37,13 @@ class DPOJobConfig:
         default=1, metadata=_help("steps whose gradients are summed before an update")
     )
     beta: float = field(default=0.1, metadata=_help("DPO's beta: how far from the reference"))
+    sft_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "weight of a supervised term (the chosen answers' NLL) beside DPO's loss, as RPO "
+            "does: it keeps a small model answering in words; 0: DPO alone"
+        ),
+    )
     max_length: int = field(
         default=1024, metadata=_help("tokens of prompt + response kept (longer are cut)")
     )
@@ -70,6 +77,12 @@ class DPOJobConfig:
                 or not (math.isfinite(value) and value > 0)
             ):
                 self._refuse(name, value, "a positive number")
+        if (
+            isinstance(self.sft_weight, bool)
+            or not isinstance(self.sft_weight, int | float)
+            or not (math.isfinite(self.sft_weight) and self.sft_weight >= 0)
+        ):
+            self._refuse("sft_weight", self.sft_weight, "a number of at least 0")
         for name in ("batch_size", "gradient_accumulation_steps", "max_length", "lora_r",
                      "lora_alpha", "logging_steps", "min_train_pairs"):  # fmt: skip
             value = getattr(self, name)

@@ -134,6 +134,9 @@ def train_dpo(
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         beta=config.beta,
+        # DPO's sigmoid loss, and the chosen answers' NLL beside it when asked (RPO)
+        loss_type=["sigmoid", "sft"] if config.sft_weight > 0 else ["sigmoid"],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
         max_length=config.max_length,
         precompute_ref_log_probs=config.precompute_ref,
         gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on

@@ -26,6 +26,7 @@ def test_the_defaults_are_the_products() -> None:
         ({"max_steps": 0}, "max_steps=0"),
         ({"heldout_fraction": 1.0}, "heldout_fraction=1.0"),
         ({"lora": "yes"}, "lora='yes'"),
+        ({"sft_weight": -0.5}, "sft_weight=-0.5"),
         ({"learnig_rate": 1e-6}, "no parameter learnig_rate"),
     ],
 )
