@@ -19,6 +19,7 @@ LOOP_TRAIN_CONFIG: dict[str, Any] = {
     "epochs": 2.0,
     "batch_size": 8,
     "beta": 0.1,
+    "sft_weight": 1.0,  # the chosen answers' NLL too: fewer broken or empty answers
     "heldout_fraction": 0.2,
     "max_length": 256,
 }

@@ -1,4 +1,5 @@
-"""`prefloop demo`, short: simulated users take v1 to a promoted successor they prefer.
+"""`prefloop demo --chaos`, short: simulated users take v1 to a promoted successor they
+prefer, while the stream worker, a router replica and the sink are each SIGKILLed once.
 
 The stack is brought up first, so that the demo leaves it running and the test can
 read what the loop left in Kafka, ClickHouse and the registry; it goes down at the end.
@@ -10,6 +11,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect
@@ -27,7 +30,8 @@ def prefloop(settings: Settings, *args: str, timeout: float) -> subprocess.Compl
     )  # fmt: skip
 
 
-def test_a_short_loop_promotes_a_v2_that_the_users_and_the_held_out_check_prefer(
+@pytest.mark.timeout(1200)
+def test_a_short_loop_under_chaos_promotes_a_v2_the_users_prefer_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     settings = isolated_settings(tmp_path / "home", ray_object_store_mb=128)
@@ -36,12 +40,19 @@ def test_a_short_loop_promotes_a_v2_that_the_users_and_the_held_out_check_prefer
         assert up.returncode == 0, up.stderr
         run = prefloop(
             settings, "demo", "--users", "32", "--threshold", "120", "--minutes", "9",
-            "--seed", "3", timeout=720,
+            "--seed", "3", "--chaos", timeout=900,
         )  # fmt: skip
         said = run.stdout + run.stderr
         assert run.returncode == 0, said[-6000:]
         assert "left running" in run.stdout
         (candidate,) = re.findall(r"v1 -> (v1-dpo-[0-9a-f]{8}): PROMOTED", run.stdout)
+        # each kill done and recovered from; then every stream's ids once in ClickHouse
+        ledger = re.findall(r"ledger: ([a-z ]+): .*: (nothing lost, nothing counted twice|.+)$",
+                            run.stdout, re.M)  # fmt: skip
+        assert sorted(ledger) == sorted(
+            (what, "nothing lost, nothing counted twice")
+            for what in ("interactions", "feedback", "scores", "preference pairs")
+        ), ledger
 
         # the registry: trained from v1 on the users' pairs, every gate passed
         entry = ModelRegistry.from_settings(settings).get(candidate)
@@ -79,6 +90,11 @@ def test_a_short_loop_promotes_a_v2_that_the_users_and_the_held_out_check_prefer
         text = report.read_text()
         assert f"### v1 -> {candidate}: PROMOTED" in text
         assert "the check agrees with the A/B" in text
+        kills = re.findall(
+            r"^\| (sink|stream worker|router replica) \|.*\| ([0-9.]+|-) \|", text, re.M
+        )
+        assert sorted(k for k, _ in kills) == ["router replica", "sink", "stream worker"]
+        assert all(back != "-" for _, back in kills), kills  # each came back
         assert re.search(r"IMPLICIT: \d+", text)
         for plot in ("scores.png", "training.png", "pairs.png", "p_value.png"):
             assert (report.parent / plot).stat().st_size > 10_000, plot
