@@ -214,7 +214,11 @@ class LoopWatcher:
         deadline = time.monotonic() + timeout_s
         seen: tuple[Any, ...] = ()
         while time.monotonic() < deadline:
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # the store restarting after a chaos kill: look again
+                time.sleep(quiet_s)
+                continue
             now = (tuple(sorted(self.interactions.items())), tuple(sorted(self.pairs.items())))
             if now == seen:
                 return
