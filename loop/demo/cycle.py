@@ -70,8 +70,6 @@ def run_loop(settings: Settings, options: LoopOptions, console: Console) -> Loop
 def _run(
     settings: Settings, options: LoopOptions, console: Console, started_at: float
 ) -> LoopResult:
-    from transformers.utils import logging as transformers_logging
-
     from prefloop.event_client import feedback_client
     from prefloop.loop.demo.base_model import register_base
     from prefloop.loop.demo.chaos import Chaos
@@ -81,7 +79,6 @@ def _run(
     from prefloop.serving import control
     from prefloop.serving.assignment import Routing
 
-    transformers_logging.disable_progress_bar()  # "Loading weights" is noise here
     since_ms = int(started_at * 1000)
     register_base(settings, BASE, options.model, console)
     t0 = time.monotonic()

@@ -157,7 +157,9 @@ def _sample(path: Path, prompts: tuple[str, ...], seed: int) -> list[list[str]]:
     """:data:`SAMPLES` answers per prompt, sampled as the simulated users get them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # "Loading weights" is noise in a report
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     torch.manual_seed(seed)
