@@ -90,7 +90,10 @@ class Lifecycle:
         if kind == "RETRAIN_REQUESTED":
             candidate = candidate_version(version, str(event["event_id"]))
             known = any(a.candidate == candidate for a in self.attempts)
-            if version == self.serving and not known:
+            # the version users get, or a candidate of it: one in its A/B gathers pairs too,
+            # and its request is the next generation's once it is promoted
+            ours = version == self.serving or any(a.candidate == version for a in self.attempts)
+            if ours and not known:
                 self.attempts.append(Attempt(version, event, candidate))
                 self.attempts[-1].times[kind] = event["ts"]
             return
@@ -109,14 +112,14 @@ class Lifecycle:
             self.serving = attempt.candidate
             self.promotions += 1
             for other in self.attempts:  # trained from a version users no longer get
-                if other.outcome is None and other.parent != self.serving:
+                if other.outcome is None and other.parent == attempt.parent:
                     other.outcome, other.detail = "SUPERSEDED", f"{attempt.candidate} was promoted"
 
     def current(self) -> Attempt | None:
         """The attempt under way that is furthest along, if any (a second request of the
         same version may run beside it: a forced training, a trigger's replay)."""
         open_ = [(_STAGES.get(a.stage, 0), i, a) for i, a in enumerate(self.attempts)
-                 if a.outcome is None]  # fmt: skip
+                 if a.outcome is None and a.parent == self.serving]  # fmt: skip
         return max(open_, key=lambda item: item[:2])[2] if open_ else None
 
     def outcomes(self) -> list[tuple[str, str, str]]:

@@ -55,6 +55,18 @@ def test_a_request_then_its_gates_ab_and_promotion_make_one_generation() -> None
     assert grandchild.startswith(candidate[:20])
 
 
+def test_a_request_of_a_candidate_in_its_ab_is_the_next_generation_once_it_is_promoted() -> None:
+    life = Lifecycle("v1")
+    v2 = requested(life, "v1", T0)
+    life.on_event(event("AB_STARTED", v2, T0 + 1, experiment_id=f"ab-{v2}"))
+    v3 = requested(life, v2, T0 + 2)  # v2's own pairs reach the threshold during its A/B
+    assert life.current() is life.attempts[0]  # users still get v1: v2's A/B is what runs
+    life.on_event(event("TRAINING_STARTED", v3, T0 + 3))
+    life.on_event(event("PROMOTED", v2, T0 + 4))
+    assert life.serving == v2 and life.current() is life.attempts[1]
+    assert life.attempts[1].stage == "TRAINING_STARTED" and life.attempts[1].outcome is None
+
+
 def test_a_failed_or_rolled_back_candidate_leaves_users_on_its_parent() -> None:
     life = Lifecycle("v1")
     first = requested(life, "v1", T0)
