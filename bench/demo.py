@@ -116,7 +116,10 @@ state directory, once per seed; every process of its tree sampled each second.
 {promoted} of {len(results)} seeds promoted. Median wall time **{seconds / 60:.1f} min** (target
 within {TARGET_S / 60:.0f} min); peak memory of all its processes together **{rss:.2f} GiB RSS**,
 {pss:.2f} GiB PSS (target under {TARGET_GIB:.0f} GiB). The wall time includes the stack's start
-and stop, the base model's pre-training and the report.
+and stop, the base model's pre-training and the report. The RSS sum counts the pages the
+processes share (the Python and torch libraries each of about ten Python processes maps)
+once per process; the PSS sum divides them among their users, so it is the memory the
+run takes from the machine.
 """
     write_section("Demo: the loop, unattended, per seed", body)
 

@@ -321,9 +321,10 @@ def _markdown(
             continue
         sources = ", ".join(f"{s} {n}" for s, n in sorted(entry.lineage.get("sources", {}).items()))
         lines += [
-            f"Trained from {entry.parent} on {entry.lineage.get('train_pairs')} pairs "
-            f"({sources}), {entry.lineage.get('heldout_pairs')} held out, in "
-            f"{entry.training.get('seconds', 0):.0f} s.",
+            f"Trained from {entry.parent} on the {entry.lineage.get('pair_count')} pairs of its "
+            f"request ({sources}): {entry.lineage.get('train_pairs')} to train on, "
+            f"{entry.lineage.get('heldout_pairs')} held out; "
+            f"{entry.training.get('seconds', 0):.0f} s of training and evaluation.",
             "",
             "| gate | value | needs | passed |",
             "|---|---|---|---|",
