@@ -24,6 +24,9 @@ State (JSON-serialisable; never modified in place)::
      "busy_since": int | None, "busy_candidate": str | None, "requests": int,
      "seen": {pair_id: True}}
 
+A version whose candidate is promoted is retired: users no longer get it, so the
+pairs still mined from its conversations count towards nothing (``"retired": True``).
+
 ``busy_candidate`` is the version the pending request trains (named as the trainer
 names it, :func:`prefloop.model_registry.candidate_version`): only events about it
 refresh or end the attempt. An earlier attempt's late events (ARCHIVED after its
@@ -98,12 +101,15 @@ class RetrainTrigger:
             return TriggerStep({**state, "busy_since": max(state["busy_since"], now)})
         if kind not in ENDS_TRAINING:
             return TriggerStep(state)
+        if kind == "PROMOTED":  # users get its candidate now: no retrain of this one again
+            return TriggerStep({**state, "busy_since": None, "busy_candidate": None,
+                                "retired": True, "count": 0, "first": {}, "last": {}})  # fmt: skip
         return TriggerStep({**state, "busy_since": None, "busy_candidate": None})
 
     def ready(self, state: dict[str, Any], now: int) -> bool:
         """Whether a request would go out now (threshold reached, lineage idle)."""
         busy = state["busy_since"] is not None and now - state["busy_since"] < self.busy_timeout_ms
-        return state["count"] >= self.threshold and not busy
+        return state["count"] >= self.threshold and not busy and not state.get("retired")
 
     def request_if_ready(
         self, state: dict[str, Any], model_version: str, topic: str, now: int

@@ -230,6 +230,19 @@ def test_only_events_about_the_pending_candidate_end_or_refresh_its_attempt():
     assert ended.state["busy_since"] is None and ended.state["busy_candidate"] is None
 
 
+def test_a_promoted_candidates_parent_is_retired_and_never_requests_again():
+    lineage = Lineage(RetrainTrigger(threshold=2))
+    lineage.pair("p1", 0, 1, T0)
+    (request,) = lineage.pair("p2", 0, 2, T0)
+    for n in range(3, 8):  # its A/B runs: pairs on the parent keep coming
+        lineage.pair(f"p{n}", 0, n, T0 + n)
+    assert lineage.outcome("PROMOTED", T0 + HOUR) == []  # 5 pairs waiting: none requested
+    assert lineage.state is not None and lineage.state["retired"] is True
+    assert lineage.pair("p9", 0, 9, T0 + HOUR + 1) == []
+    assert lineage.pair("p10", 0, 10, T0 + 2 * HOUR) == []
+    assert [e["event_id"] for e in lineage.events] == [request["event_id"]]
+
+
 @pytest.mark.parametrize(
     "kind", ["TRAINED", "REGISTERED", "EVALUATED", "GATES_PASSED", "AB_STARTED"]
 )
