@@ -58,6 +58,12 @@ def run_loop(settings: Settings, options: LoopOptions, console: Console) -> Loop
     _show_settings(console, settings, options)
     stack = LocalStack(settings, say=lambda line: console.print(f"  {line}"))
     started = stack.up()
+    if not started:
+        console.print(
+            "  [yellow]the stack was already up: its worker, trainer and verdict loop keep the "
+            "settings they were started with[/] (the demo's above reach them when it starts "
+            "the stack itself)"
+        )
     try:
         return _run(settings, options, console, started_at)
     finally:

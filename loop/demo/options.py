@@ -26,6 +26,10 @@ LOOP_TRAIN_CONFIG: dict[str, Any] = {
 """The DPO job's settings for a tiny model and a few hundred pairs on 2 CPU cores."""
 
 
+FROM_OPTIONS = frozenset({"retrain_threshold", "serve_replicas"})
+"""Settings an option of ``prefloop demo`` sets: the environment does not overrule them."""
+
+
 @dataclass(frozen=True)
 class LoopOptions:
     """What ``prefloop demo`` was asked for."""
@@ -72,8 +76,10 @@ def loop_overrides(options: LoopOptions) -> dict[str, Any]:
 def loop_settings(
     settings: Settings, options: LoopOptions, environ: Mapping[str, str] = os.environ
 ) -> Settings:
-    """``settings`` with :func:`loop_overrides`, except where the environment sets one."""
+    """``settings`` with :func:`loop_overrides`. What an option sets (``--threshold``, the
+    replicas of ``--chaos``) always holds; the rest yields to a variable of the environment."""
     changes = {
-        k: v for k, v in loop_overrides(options).items() if f"PREFLOOP_{k.upper()}" not in environ
-    }
+        k: v for k, v in loop_overrides(options).items()
+        if k in FROM_OPTIONS or f"PREFLOOP_{k.upper()}" not in environ
+    }  # fmt: skip
     return settings.with_overrides(**changes)

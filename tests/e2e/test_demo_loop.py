@@ -16,6 +16,7 @@ import pytest
 
 from prefloop import kafka
 from prefloop.clickhouse.client import connect
+from prefloop.loop.demo.options import LoopOptions, loop_settings
 from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, child_environment
 from prefloop.testing import isolated_settings
@@ -23,11 +24,14 @@ from prefloop.testing import isolated_settings
 CLI = [sys.executable, "-m", "prefloop.loop.cli"]
 
 
+OPTIONS = LoopOptions(users=32, minutes=9, threshold=120, seed=3, chaos=True)
+
+
 def prefloop(settings: Settings, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], env=child_environment(settings), capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
+    """The command with this test's settings and the demo's own: `up` starts the services
+    with the settings the demo lowers (a running stack keeps those it was started with)."""
+    env = child_environment(loop_settings(settings, OPTIONS, environ={}))
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.timeout(1200)
@@ -39,8 +43,8 @@ def test_a_short_loop_under_chaos_promotes_a_v2_the_users_prefer_and_loses_nothi
         up = prefloop(settings, "up", timeout=300)
         assert up.returncode == 0, up.stderr
         run = prefloop(
-            settings, "demo", "--users", "32", "--threshold", "120", "--minutes", "9",
-            "--seed", "3", "--chaos", timeout=900,
+            settings, "demo", "--users", str(OPTIONS.users), "--threshold", str(OPTIONS.threshold),
+            "--minutes", str(OPTIONS.minutes), "--seed", str(OPTIONS.seed), "--chaos", timeout=900,
         )  # fmt: skip
         said = run.stdout + run.stderr
         assert run.returncode == 0, said[-6000:]

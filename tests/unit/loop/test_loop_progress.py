@@ -112,8 +112,10 @@ def test_options_out_of_range_are_named(field: str, value: float, named: str) ->
 
 def test_the_loop_settings_lower_the_production_defaults_unless_the_environment_sets_one() -> None:
     options = LoopOptions(users=40, threshold=120)
-    settings = loop_settings(Settings(), options, environ={"PREFLOOP_AB_START_SPLIT": "10"})
-    assert settings.retrain_threshold == 120 and settings.ab_verdict_interval_s == 10.0
+    environ = {"PREFLOOP_AB_START_SPLIT": "10", "PREFLOOP_RETRAIN_THRESHOLD": "500"}
+    settings = loop_settings(Settings(), options, environ=environ)
+    assert settings.retrain_threshold == 120  # --threshold is the option's, whatever the env
+    assert settings.ab_verdict_interval_s == 10.0
     assert settings.eval_judge == "prefloop.loop.users.preference:judge"
     assert settings.ab_start_split == Settings().ab_start_split  # the environment's to set
     assert settings.ab_min_users == 10
