@@ -19,15 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prefloop.errors import PortInUseError
 from prefloop.infra.local_stack import LocalStack
 from prefloop.process import ManagedProcess, pid_alive
 from prefloop.settings import Settings
 
-__all__ = ["CHAOS_REPLICAS", "Chaos", "Kill"]
+__all__ = ["Chaos", "Kill"]
 
 TARGETS = ("stream worker", "router replica", "sink")
 WINDOW_S = (20.0, 150.0)  # after the users start: while pairs accrue, train and the A/B runs
-CHAOS_REPLICAS = 2  # one replica is killed; the other serves meanwhile
+RESTART_WAIT_S = 150.0  # a killed server's port may stay taken for the kernel's FIN timeout
 
 
 @dataclass
@@ -91,9 +92,29 @@ class Chaos:
         kill.pid = process.pid()
         started = time.monotonic()
         process.kill()
-        stack.up()  # as a supervisor: start what is not running
+        waited = _restart(stack)
         kill.back_s = round(time.monotonic() - started, 1)
-        kill.note = f"restarted as pid {process.pid()}"
+        kill.note = f"restarted as pid {process.pid()}" + (
+            f" once its port was free again ({waited:.0f} s)" if waited else ""
+        )
+
+
+def _restart(stack: LocalStack) -> float:
+    """``stack.up()`` as a supervisor runs it, again while the killed process's port is
+    still taken; returns the seconds spent waiting for it.
+
+    The clients' kept-alive connections to a killed server hold its port (their server
+    side lingers in FIN_WAIT2) until they notice, up to the kernel's FIN timeout.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            stack.up()
+            return time.monotonic() - started if time.monotonic() - started > 1 else 0.0
+        except PortInUseError:
+            if time.monotonic() - started > RESTART_WAIT_S:
+                raise
+            time.sleep(2.0)
 
 
 def _sink_process(stack: LocalStack) -> ManagedProcess:
