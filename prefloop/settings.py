@@ -195,6 +195,36 @@ class Settings(BaseSettings):
         "*", description="origins browsers may send events from, comma-separated, or *"
     )
 
+    # -- console ---------------------------------------------------------------
+    console_host: str = Field(
+        "127.0.0.1",
+        description="address the console listens on; anything but 127.0.0.1 or localhost "
+        "serves it to the network (set PREFLOOP_CONSOLE_USERS first)",
+    )
+    console_port: Port = Field(8090, ge=1, le=65535, description="port of `prefloop console`")
+    console_users: SecretStr | None = Field(
+        None,
+        description="who may use the console, comma-separated NAME:ROLE:PASSWORD with ROLE "
+        "annotator or operator, sent as HTTP basic auth (secret); unset: every page is "
+        "read-only and every write refused",
+    )
+    console_refresh_s: float = Field(
+        2.0, gt=0, le=60, description="seconds between two refreshes of the monitor's numbers"
+    )
+    annotation_overlap: int = Field(
+        1, ge=1, le=10, description="annotators who each judge every annotation task"
+    )
+    annotation_lock_s: float = Field(
+        300.0, gt=0, description="seconds an annotator holds a task before others may take it"
+    )
+    annotation_min_agreement: float = Field(
+        0.66,
+        ge=0,
+        le=1,
+        description="share of a task's annotators who must pick the same response for it "
+        "to become a pair (with an overlap above 1)",
+    )
+
     # -- stream agents -------------------------------------------------------
     streams_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once",
@@ -284,6 +314,11 @@ class Settings(BaseSettings):
         "...); unset: <home>/models",
     )
     serve_port: Port = Field(8000, ge=1, le=65535, description="HTTP port of the A/B router")
+    serve_api_keys: SecretStr | None = Field(
+        None,
+        description="API keys the router's OpenAI endpoint accepts, comma-separated, sent as "
+        "`Authorization: Bearer KEY` (secret); unset: none required",
+    )
     serve_replicas: int = Field(
         1, ge=1, description="replicas of the A/B router (each holds both arms)"
     )
