@@ -12,12 +12,13 @@ import sys
 import click
 
 from prefloop.errors import PrefloopError
-from prefloop.loop.cli import analytics, serving, stack, streams, training, verdict
+from prefloop.loop.cli import analytics, console, serving, stack, streams, training, verdict
 from prefloop.loop.cli.base import cli, err_console
 
 __all__ = ["cli", "main"]
 
-_COMMANDS = (analytics, serving, stack, streams, training, verdict)  # importing them registers them
+# importing them registers them
+_COMMANDS = (analytics, console, serving, stack, streams, training, verdict)
 
 
 def main(argv: list[str] | None = None) -> None:
