@@ -9,7 +9,7 @@
               ├─► streams-by-prompt ─► implicit ─► preferences + retrain-queue (IMPLICIT)
               ├─► streams-sampling ──► sample ───► annotation-tasks
               └─► streams-rolling ───► rolling ──► GET /prefloop/rolling/
-    annotation-results ─► annotate ─► preferences + retrain-queue (ANNOTATION)
+    annotation-results ─► annotate ─► preferences + retrain-queue (ANNOTATION), dlq (no agreement)
     model-events ───────► lineage ──► retrain-queue (a training's outcome, keyed by its base)
     retrain-queue ──────► trigger ──► model-events  (RETRAIN_REQUESTED)
     every agent ────────► dlq         (what it could not read, and why)
@@ -55,6 +55,7 @@ from prefloop.streams.topology import (
     PARTITIONED_TABLES,
     StreamTopics,
     app_id,
+    pair_config,
     sampling_config,
     scoring_config,
 )
@@ -97,9 +98,10 @@ class StreamsApp:
         self.topics = settings.topics
         self.stream_topics = StreamTopics.with_prefix(settings.topic_prefix)
         self.scorer = Scorer(scoring_config(settings))
-        self.conversation_miner = ConversationPairMiner()
-        self.implicit_miner = ImplicitPairMiner()
-        self.annotation_miner = AnnotationPairMiner()
+        pairs = pair_config(settings)
+        self.conversation_miner = ConversationPairMiner(pairs)
+        self.implicit_miner = ImplicitPairMiner(pairs)
+        self.annotation_miner = AnnotationPairMiner(pairs)
         self.sampler = Sampler(sampling_config(settings))
         self.sampler_store = SamplerStore(self.sampler._key)
         self.trigger = RetrainTrigger(settings.retrain_threshold, settings.retrain_busy_timeout_s)
@@ -401,12 +403,20 @@ class StreamsApp:
             if letter is not None:
                 self._dead_letter(letter, event.key)
                 continue
-            key = (event.key or b"").decode() or decoded.record["task_id"]
-            step = self.annotation_miner.on_result(
-                self.annotations.get(key), decoded.record, now, decoded.source
-            )
-            self.annotations[key] = step.state
-            self._pairs(step.pairs)
+            self._annotate_event(decoded, event.key, now)
+
+    def _annotate_event(self, decoded: Decoded, key: bytes | None, now: int) -> None:
+        """One result into the miner: its pair, or the dead letter of a task whose
+        annotators disagree (or judge neither response better)."""
+        name = (key or b"").decode() or decoded.record["task_id"]
+        step = self.annotation_miner.on_result(
+            self.annotations.get(name), decoded.record, now, decoded.source
+        )
+        self.annotations[name] = step.state
+        self._pairs(step.pairs)
+        inbox = self._inboxes["annotate"]
+        for item in step.rejected:
+            self._dead_letter(inbox.rejected(item, now))
 
     # -- lineage and trigger: pairs per model version into RETRAIN_REQUESTED --------
     async def _lineage_agent(self, stream: Any) -> None:

@@ -136,8 +136,16 @@ class PairConfig:
     annotation_weight: float = field(
         default=1.0, metadata={"help": "weight of an ANNOTATION pair (a human A/B judgement)"}
     )
+    min_agreement: float = field(
+        default=0.66,
+        metadata={
+            "help": "least share of the opinions on a task judged by several annotators "
+            "that its majority (A or B) must have to make a pair"
+        },
+    )
     max_seen_pairs: int = field(
-        default=1024, metadata={"help": "pair ids remembered per state (emit-once)"}
+        default=1024,
+        metadata={"help": "pair ids (and decided annotation tasks) remembered per state"},
     )
     max_groups: int = field(
         default=16, metadata={"help": "turns (prompt groups) remembered per conversation"}
@@ -157,6 +165,7 @@ class PairConfig:
         for name in ("regenerate_weight", "annotation_weight"):
             value = getattr(self, name)
             _require(self, name, 0 < value <= 1, "give a weight in (0, 1]")
+        _require(self, "min_agreement", 0 <= self.min_agreement <= 1, "give a share in [0, 1]")
         for name in ("max_seen_pairs", "max_groups", "max_pending_scores"):
             _require(self, name, getattr(self, name) >= 1, "give a count >= 1")
         _require(self, "max_responses_per_prompt", self.max_responses_per_prompt >= 2, "give >= 2")

@@ -12,7 +12,9 @@ miner of its own that builds its records here:
     prompt whose implicit scores differ by at least ``implicit_margin``;
     :mod:`prefloop.streams.implicit_miner`.
 (d) ``ANNOTATION`` — an AnnotationResult choosing A or B (TIE, BOTH_BAD, SKIP and
-    UNKNOWN make no pair); :mod:`prefloop.streams.annotation_miner`.
+    UNKNOWN make no pair); a task given to several annotators (``overlap``) makes its
+    pair once all have answered, and only when enough of them agree
+    (``min_agreement``); :mod:`prefloop.streams.annotation_miner`.
 
 Weights, all in (0, 1]:
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefloop.streams.ids import derived_id
-from prefloop.streams.records import Record, SourceOffset, bounded_add
+from prefloop.streams.records import Record, Rejected, SourceOffset, bounded_add
 
 __all__ = [
     "PairStep",
@@ -56,12 +58,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PairStep:
-    """What one event did: the new state, the pairs to emit and, from the conversation
-    miner, the scored responses to pass on (to the implicit miner and the sampler)."""
+    """What one event did: the new state, the pairs to emit, from the conversation
+    miner the scored responses to pass on (to the implicit miner and the sampler), and
+    from the annotation miner the tasks that make no pair (for the dead-letter topic)."""
 
     state: dict[str, Any]
     pairs: list[Record] = field(default_factory=list)
     scored: list[Record] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from math import isfinite
 from prefloop import kafka
 from prefloop.errors import SettingsError
 from prefloop.settings import Settings
-from prefloop.streams.config import SamplingConfig, ScoringConfig, ScoringWeights
+from prefloop.streams.config import PairConfig, SamplingConfig, ScoringConfig, ScoringWeights
 
 __all__ = [
     "GLOBAL_TABLES",
@@ -35,6 +35,7 @@ __all__ = [
     "app_id",
     "changelog_topic",
     "ensure_stream_topics",
+    "pair_config",
     "sampling_config",
     "scoring_config",
 ]
@@ -138,3 +139,9 @@ def sampling_config(settings: Settings) -> SamplingConfig:
     return SamplingConfig(
         count=settings.streams_sampling_count, window_s=settings.streams_sampling_window_s
     )
+
+
+def pair_config(settings: Settings) -> PairConfig:
+    """The pair miners' configuration: product defaults, the annotators' agreement from
+    settings (``PREFLOOP_ANNOTATION_MIN_AGREEMENT``)."""
+    return PairConfig(min_agreement=settings.annotation_min_agreement)

@@ -190,6 +190,27 @@ EVENTS: dict[str, list[tuple[Any, ...]]] = {
                 "comment": None,
             },
         ),
+        (
+            "overlap_3",
+            {
+                "result_id": "ar-2",
+                "task_id": "t-2",
+                "annotator_id": "ann-5",
+                "prompt": [{"role": "user", "content": "Résumé tips? Keep it short ✓ 🚀"}],
+                "response_a": "Lead with results, quantify them, one page.",
+                "response_b": "A résumé is a document that...",
+                "response_a_id": "r-0002",
+                "response_b_id": "r-0001",
+                "choice": "A",
+                "interaction_id": None,
+                "conversation_id": "c-42",
+                "model_version": "qwen-0.5b-dpo-3",
+                "ts": 1767229260000,
+                "comment": "A is shorter and concrete.",
+                "overlap": 3,
+            },
+            2,
+        ),
     ],
     "preference_pair": [
         (

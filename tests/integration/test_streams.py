@@ -272,6 +272,56 @@ def test_poison_input_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
     assert scores_of(out["scores"]) == [("o1", 0, 2.0, "SESSION_END")]
 
 
+def annotation_result(task: str, annotator: str, choice: str, a: str, b: str) -> dict[str, Any]:
+    """A v2 AnnotationResult of a task given to two annotators."""
+    return {
+        "result_id": f"{task}-{annotator}",
+        "task_id": task,
+        "annotator_id": annotator,
+        "prompt": [CAPITAL],
+        "response_a": f"answer {a}",
+        "response_b": f"answer {b}",
+        "response_a_id": a,
+        "response_b_id": b,
+        "choice": choice,
+        "conversation_id": "c-annotated",
+        "model_version": "v1",
+        "ts": int(time.time() * 1000),
+        "overlap": 2,
+    }
+
+
+def test_annotators_who_disagree_make_a_dead_letter_and_no_pair(
+    worker_settings: Settings, worker: StreamWorker
+) -> None:
+    s = worker_settings
+    feed = Feed(s)
+    out = readers(s, "preferences", "dlq")
+    feed.send("annotation_result", annotation_result("t-split", "ann-1", "A", "r-1", "r-2"))
+    feed.send("annotation_result", annotation_result("t-split", "ann-2", "B", "r-1", "r-2"))
+    feed.send("annotation_result", annotation_result("t-agreed", "ann-1", "B", "r-3", "r-4"))
+    feed.send("annotation_result", annotation_result("t-agreed", "ann-2", "B", "r-3", "r-4"))
+
+    out["dlq"].wait_for(lambda r: len(r) >= 1, 60, "t-split's dead letter", worker.check)
+    out["preferences"].wait_for(lambda r: len(r) >= 1, 60, "t-agreed's pair", worker.check)
+    out["dlq"].settle(2.0)
+    out["preferences"].settle(2.0)
+
+    pairs = [r for _, r, _, _ in out["preferences"].records]
+    assert [(p["chosen_response_id"], p["rejected_response_id"]) for p in pairs] == [("r-4", "r-3")]
+    assert len(pairs[0]["source_offsets"]) == 2
+    [letter] = [r for _, r, _, _ in out["dlq"].records]
+    assert letter["reason"] == (
+        "annotators disagree on task t-split: A by ann-1, B by ann-2 "
+        "(agreement 0.50 < 0.66): no pair"
+    )
+    assert (letter["error_type"], letter["source_topic"]) == (
+        "AnnotatorsDisagree",
+        s.topics.annotation_results,
+    )
+    assert letter["source_offset"] == feed.delivered[1][2]
+
+
 def conversation_workload(feed: Feed, count: int, prefix: str = "k") -> None:
     """``count`` conversations: an answer regenerated, the regeneration copied, the end.
 

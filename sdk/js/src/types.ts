@@ -45,6 +45,8 @@ export interface AnnotationResult {
   ts: number;
   /** The annotator's comment, if any. */
   comment?: string | null;
+  /** How many annotators were given the task; its pair waits for all their results (1: this result alone decides). */
+  overlap?: number;
 }
 
 /** The symbols of SamplingMethod, in schema order. */
@@ -363,7 +365,7 @@ export interface RecordTypeMap {
 
 /** The schema version (v<N>.avsc) these types were generated from. */
 export const SCHEMA_VERSIONS: { readonly [K in RecordType]: number } = {
-  annotation_result: 1,
+  annotation_result: 2,
   annotation_task: 1,
   dead_letter: 1,
   exposure: 1,
