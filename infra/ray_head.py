@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from prefloop.process import ManagedProcess, free_port, port_answers, require_free_port
+from prefloop.process import ManagedProcess, free_ports, port_answers, require_free_port
 from prefloop.ray_client import auth_environment
 from prefloop.settings import Settings
 
@@ -58,7 +58,10 @@ def start_head(settings: Settings, dashboard: bool | None = None) -> int:
         "--disable-usage-stats",
         # the node's own daemons on ports free now, not Ray's fixed defaults: another
         # Ray on this machine (a second stack, a test's head) holds those
-        *(f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS),
+        *(
+            f"--{flag}={port}"
+            for flag, port in zip(AGENT_PORT_FLAGS, free_ports(len(AGENT_PORT_FLAGS)), strict=True)
+        ),
     ]
     if settings.ray_dashboard if dashboard is None else dashboard:
         require_free_port(
