@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+import typing
 import uuid
 from typing import Any
 
+from pydantic import SecretStr
+
 from prefloop.event_client import feedback_client
 from prefloop.model_registry import ModelRegistry
-from prefloop.settings import Settings, settings_env
+from prefloop.settings import ENV_PREFIX, Settings, settings_env
 
 from .assignment import Routing, Split
 from .deployment import DEPLOYMENT
@@ -45,7 +48,6 @@ __all__ = [
 
 APP_NAME = "prefloop"
 PROXY_GRACE_S = 2.0  # the proxy's deadline is the router's plus this
-_SECRETS = ("PASSWORD", "TOKEN")
 
 
 def router_url(settings: Settings) -> str:
@@ -70,17 +72,32 @@ def app_config(settings: Settings, routing: Routing) -> dict[str, Any]:
             ) from None
     else:
         deployment["num_replicas"] = settings.serve_replicas
-    env = {k: v for k, v in settings_env(settings).items() if not k.endswith(_SECRETS)}
+    secrets = _secret_variables()
+    env = {k: v for k, v in settings_env(settings).items() if k not in secrets}
     return {
         "name": APP_NAME,
         "route_prefix": "/",
         "import_path": "prefloop.serving.deployment:build_app",
-        # a secret stays out of the config, but whether the collector needs a token
-        # does not: a replica whose environment lacks it mounts no collector
-        "args": {"collector_token_required": settings.collector_token is not None},
+        # a secret stays out of the config, but whether it is required does not: a
+        # replica whose environment lacks the collector's token mounts no collector, one
+        # that lacks the API keys does not start
+        "args": {
+            "collector_token_required": settings.collector_token is not None,
+            "api_keys_required": settings.serve_api_keys is not None,
+        },
         "runtime_env": {"env_vars": env},
         "deployments": [deployment],
     }
+
+
+def _secret_variables() -> frozenset[str]:
+    """The ``PREFLOOP_*`` variables of the secret settings (``SecretStr``), which stay out
+    of the Serve config: Serve shows it on its dashboard and its REST API."""
+    return frozenset(
+        ENV_PREFIX + name.upper()
+        for name, field in Settings.model_fields.items()
+        if field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+    )
 
 
 def deploy(settings: Settings, routing: Routing, *, timeout_s: float = 180.0) -> None:
@@ -289,6 +306,15 @@ def _client(settings: Settings) -> Any:
     return client
 
 
+def _failure(app: dict[str, Any], message: str) -> str:
+    """Why a deploy failed: the router deployment's own last error line (a replica's
+    constructor raising, say), which the application's message only points to."""
+    deployment = (app.get("deployments") or {}).get(DEPLOYMENT) or {}
+    lines = [line.strip() for line in str(deployment.get("message") or "").splitlines()]
+    cause = next((line for line in reversed(lines) if line), "")
+    return f"{message} {cause}".strip() if cause and cause not in message else message
+
+
 def _wait_running(client: Any, routing: Routing, timeout_s: float) -> None:
     """Until the application runs with ``routing`` on every replica."""
     deadline = time.monotonic() + timeout_s
@@ -312,7 +338,7 @@ def _wait_running(client: Any, routing: Routing, timeout_s: float) -> None:
             if deployment.get("status") == "HEALTHY" and len(running) >= target:
                 return
         if status == "DEPLOY_FAILED":
-            raise ServingError(f"the router failed to deploy: {message}")
+            raise ServingError(f"the router failed to deploy: {_failure(app, message)}")
         time.sleep(0.2)
     raise ServingError(
         f"the router was not running after {timeout_s:g} s (status {status}: {message}); "

@@ -8,7 +8,9 @@ the running replicas, with no restart and no dropped request (see ``control.py``
 
 Settings reach the replicas as ``PREFLOOP_*`` variables in the application's runtime
 environment; secrets do not travel there and must be in the Ray workers' own
-environment.
+environment. The config says only whether a secret is required: a replica that
+requires API keys and finds none refuses to start (an open endpoint is worse than
+none); one that requires a collector token and finds none mounts no collector.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from prefloop.model_registry import ModelRegistry
 from prefloop.settings import Settings, load_settings
 
 from .assignment import Routing
+from .auth import ApiKeys
 from .collector import Limits, create_collector
+from .exceptions import ServingError
 from .openai_api import ApiLimits
 from .pool import ModelPool
 from .router import ChatRouter
@@ -45,8 +49,11 @@ EVENTS_LINGER_MS = 100
 )
 @serve.ingress()
 class RouterReplica:
-    def __init__(self, collector_token_required: bool = False) -> None:
+    def __init__(
+        self, collector_token_required: bool = False, api_keys_required: bool = False
+    ) -> None:
         settings = load_settings()
+        api_keys = _api_keys(settings, api_keys_required)  # before anything is started
         # every replica journals under one spool: the SDK gives each a slot of its own,
         # and a replacement replica re-sends what a killed one left there. Events wait up
         # to EVENTS_LINGER_MS to share a Kafka request: on a busy replica that saves the
@@ -70,6 +77,7 @@ class RouterReplica:
             ),
             timeout_s=settings.serve_request_timeout_s,
             collector=_collector(self.emitter, settings, collector_token_required),
+            api_keys=api_keys,
         )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -83,13 +91,35 @@ class RouterReplica:
             raise RuntimeError("the router's models are not loaded")
 
     def __del__(self) -> None:
-        self.router.pool.close()
-        self.emitter.close(timeout=5.0)
+        if hasattr(self, "router"):  # not when __init__ refused to start
+            self.router.pool.close()
+        if hasattr(self, "emitter"):
+            self.emitter.close(timeout=5.0)
 
 
 def build_app(args: dict[str, Any]) -> Any:
     """The application ``control.app_config`` names by import path."""
-    return RouterReplica.bind(bool(args.get("collector_token_required")))  # type: ignore[attr-defined]
+    return RouterReplica.bind(  # type: ignore[attr-defined]
+        collector_token_required=bool(args.get("collector_token_required")),
+        api_keys_required=bool(args.get("api_keys_required")),
+    )
+
+
+def _api_keys(settings: Settings, required: bool) -> ApiKeys | None:
+    """The API keys in this replica's environment; with none, an error if they are required.
+
+    Keys found where the config says none are required are enforced all the same: the
+    Ray workers' environment is where an operator puts them.
+    """
+    keys = ApiKeys.from_settings(settings)
+    if required and keys is None:
+        raise ServingError(
+            "the router requires API keys but PREFLOOP_SERVE_API_KEYS is not set in this "
+            "replica's environment, so it does not start rather than serve without them: "
+            "set it in the Ray workers' environment (secrets do not travel in the Serve "
+            "config), e.g. in the environment of `ray start` or `prefloop up`"
+        )
+    return keys
 
 
 def _collector(emitter: Any, settings: Settings, token_required: bool) -> Any:

@@ -5,11 +5,13 @@
     PrefloopError
      ├── SplitError       an experiment's split or routing cannot be served (also a
      │                    ValueError); raised by assignment.Split and Routing
-     ├── ServingError     the router could not be deployed or changed (control)
+     ├── ServingError     the router could not be deployed or changed (control), or
+     │                    a replica cannot start: API keys required but absent
+     │                    (deployment, auth)
      ├── BodyTooLarge     a request body over the limit (http.read_body); the router
      │                    answers 413 as an ApiError, the collector as its own 413
      ├── ApiError         a chat request the OpenAI API refuses, with the HTTP status
-     │                    and OpenAI's error fields (openai_api, router)
+     │                    and OpenAI's error fields (openai_api, router; auth: 401)
      └── BackendError     the model back ends' own: prefloop.serving.backends.exceptions
 
 ``BodyTooLarge`` and ``ApiError`` are caught where they are raised and become HTTP

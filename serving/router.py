@@ -14,7 +14,9 @@ served by two replicas, or after a restart, has more than one exposure record; t
 analytics take the first per user and experiment.
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``,
-``GET /readyz`` and, when given, the event collector at ``/v1/events``.
+``GET /readyz`` and, when given, the event collector at ``/v1/events``. With API keys
+(:class:`~prefloop.serving.auth.ApiKeys`) every OpenAI route needs one; the health
+routes, which the stack polls, and the collector, which has its own token, do not.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from .assignment import ArmAssignment, Routing
+from .auth import CHALLENGE, ApiKeys
 from .backends.base import Backend, Generation, GenerationRequest
 from .backends.exceptions import BackendError
 from .exceptions import ApiError, BodyTooLarge
@@ -85,6 +88,7 @@ class ChatRouter:
         limits: ApiLimits | None = None,
         timeout_s: float = 60.0,
         collector: Starlette | None = None,
+        api_keys: ApiKeys | None = None,
         remember: int = 200_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -92,6 +96,7 @@ class ChatRouter:
         self.limits = limits or ApiLimits()
         self.timeout_s = timeout_s
         self.collector = collector
+        self.api_keys = api_keys
         self.routing: Routing | None = None
         self._clock = clock
         self._remember = remember
@@ -115,15 +120,33 @@ class ChatRouter:
 
     # -- the HTTP app --------------------------------------------------------
     def app(self) -> Starlette:
+        openai_routes = [  # OpenAI's API: behind the keys, when there are keys
+            Route("/v1/chat/completions", self._guarded(self._chat), methods=["POST"]),
+            Route("/v1/models", self._guarded(self._models), methods=["GET"]),
+        ]
         routes: list[Route | Mount] = [
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
+            *openai_routes,
             Route("/healthz", self._health, methods=["GET"]),
             Route("/readyz", self._ready, methods=["GET"]),
         ]
         if self.collector is not None:
             routes.append(Mount("/", app=self.collector))
         return Starlette(routes=routes)
+
+    def _guarded(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` answered only for a request with one of the API keys, if any."""
+
+        async def guarded(request: Request) -> Response:
+            if self.api_keys is not None:
+                try:
+                    self.api_keys.check(request.headers)
+                except ApiError as exc:
+                    return JSONResponse(exc.body(), exc.status, headers=CHALLENGE)
+            return await endpoint(request)
+
+        return guarded
 
     async def _health(self, _: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

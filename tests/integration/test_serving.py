@@ -22,6 +22,7 @@ from typing import Any
 import openai
 import pytest
 import ray
+from pydantic import SecretStr
 
 from prefloop.infra.testing import local_ray_head
 from prefloop.kafka import TopicReader
@@ -296,6 +297,17 @@ def test_the_event_collector_is_mounted_on_the_router(served: Settings) -> None:
         60,
         "the collected feedback",
     )
+
+
+def test_a_router_requiring_api_keys_its_replicas_lack_does_not_start(served: Settings) -> None:
+    # the keys never travel in the Serve config and this head's workers have none: the
+    # replicas refuse to start rather than serve the endpoint open
+    keyed = served.with_overrides(serve_api_keys=SecretStr("sk-only-the-deployer-has-it"))
+    with pytest.raises(control.ServingError, match="PREFLOOP_SERVE_API_KEYS is not set"):
+        control.deploy(keyed, Routing(version="v2"), timeout_s=120)
+    control.deploy(served, Routing(version="v1"))  # back to no keys
+    status, _, body = chat(served, "after-the-keys")
+    assert (status, body["model"]) == (200, "v1")
 
 
 def test_simulated_users_chat_through_the_router_and_signal_through_the_sdk(
