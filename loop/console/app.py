@@ -1,9 +1,11 @@
 """The console's web application: its pages, its JSON API, who may write.
 
-Pages (``/monitor``) are static HTML that read the API; the API answers
-from the monitor's snapshots (:mod:`.monitor`) and steers the router through the same
-serving control as the CLI (:mod:`prefloop.serving.control`), so a button's change is
-recorded as a ModelEvent like a command's.
+Pages (``/monitor``, ``/annotate``, the demo ``/chat`` of :mod:`.chat`) are static HTML
+that read the API. The API answers from the monitor's snapshots (:mod:`.monitor`),
+steers the router through the same serving control as the CLI
+(:mod:`prefloop.serving.control`), so a button's change is recorded as a ModelEvent
+like a command's, and gives annotators their tasks from the annotation queue
+(:mod:`.annotation_queue`, filled by :mod:`.annotation_feed`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from prefloop.errors import PrefloopError
+from prefloop.loop.console import router_client
+from prefloop.loop.console.agreement import agreement
+from prefloop.loop.console.annotation_feed import AnnotationFeed
+from prefloop.loop.console.annotation_queue import CHOICES, AnnotationError, AnnotationQueue
 from prefloop.loop.console.auth import CSRF_HEADER, Auth, User
 from prefloop.loop.console.charts import series_svg
+from prefloop.loop.console.chat import chat_routes
 from prefloop.loop.console.monitor import Monitor, routing_json
 from prefloop.process import port_answers
 from prefloop.serving import control
@@ -61,6 +68,10 @@ class Console:
         self.settings = settings
         self.auth = Auth(settings.console_users)
         self.monitor = Monitor(settings)
+        self.queue = AnnotationQueue(
+            settings.home / "console" / "annotation.db", settings.annotation_lock_s
+        )
+        self.feed = AnnotationFeed(settings, self.queue)
 
     # -- who -----------------------------------------------------------------
     def _user(self, request: Request) -> User | None:
@@ -173,12 +184,53 @@ class Console:
         changed = await asyncio.to_thread(control.rollback, self.settings, reason)
         return self._changed(changed, started, user, "rollback")
 
+    # -- annotation ----------------------------------------------------------
+    def _next(self, user: User) -> dict[str, Any]:
+        now = time.time()
+        task = self.queue.take(user.name)
+        return {
+            "task": task.to_json(now) if task else None,
+            "progress": self.queue.progress(user.name),
+            "feed": self.feed.status,
+        }
+
+    async def annotation_next(self, request: Request, user: User) -> Response:
+        return JSONResponse(await asyncio.to_thread(self._next, user))
+
+    async def annotation_answer(self, request: Request, user: User) -> Response:
+        body = await self._body(request)
+        task_id, choice, comment = body.get("task_id"), body.get("choice"), body.get("comment")
+        if not isinstance(task_id, str) or not task_id:
+            return _error(400, "`task_id` must name the task answered")
+        if choice not in CHOICES:
+            return _error(400, f"`choice` must be one of {', '.join(CHOICES)}, got {choice!r}")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
+            return _error(400, "`comment` must be a text of at most 2000 characters, or absent")
+
+        def answer() -> dict[str, Any]:
+            result = self.queue.answer(task_id, user.name, choice, comment, self.feed.emit)
+            return {"result_id": result["result_id"], **self._next(user)}
+
+        try:
+            return JSONResponse(await asyncio.to_thread(answer))
+        except AnnotationError as exc:
+            return _error(409, str(exc))
+
+    async def annotation_agreement(self, request: Request) -> Response:
+        judgements = await asyncio.to_thread(self.queue.judgements)
+        return JSONResponse(
+            {
+                **agreement(judgements),
+                "min_agreement": self.settings.annotation_min_agreement,
+                "overlap": self.settings.annotation_overlap,
+                "answers": len(judgements),
+            }
+        )
+
     def _require_router(self) -> None:
         """Fail at once when no router answers (instead of waiting on Ray)."""
         if not port_answers(self.settings.serve_port):
-            raise ServingError(
-                "the router is not running: start it with `prefloop serve` (or `prefloop up`)"
-            )
+            raise ServingError(router_client.NOT_RUNNING)
 
     def _changed(self, changed: Any, started: float, user: User, what: str) -> Response:
         _log.info("console: %s by %s: %s", what, user.name, changed)
@@ -224,10 +276,23 @@ def build_app(settings: Settings) -> Starlette:
         Route("/api/experiments", read(c.experiments)),
         Route("/api/experiments/{id}", read(c.experiment)),
         Route("/api/experiments/{id}/charts.svg", read(c.chart)),
+        Route("/annotate", read(_page("annotate.html"))),
+        Route("/api/annotation/agreement", read(c.annotation_agreement)),
+        Route(
+            "/api/annotation/next",
+            _errors(c.writer("annotator", c.annotation_next)),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/annotation/answer",
+            _errors(c.writer("annotator", c.annotation_answer)),
+            methods=["POST"],
+        ),
         Route("/api/routing/split", _errors(c.writer("operator", c.set_split)), methods=["POST"]),
         Route("/api/routing/promote", _errors(c.writer("operator", c.promote)), methods=["POST"]),
         Route("/api/routing/rollback", _errors(c.writer("operator", c.rollback)), methods=["POST"]),
     ]
+    routes += chat_routes(c)
     routes.append(Mount("/static", StaticFiles(directory=PAGES)))
     if SDK_DIST.is_dir():
         routes.append(Mount("/sdk", StaticFiles(directory=SDK_DIST)))
@@ -235,10 +300,13 @@ def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         c.monitor.start()
+        c.feed.start()
         try:
             yield
         finally:
             c.monitor.stop()
+            await asyncio.to_thread(c.feed.stop)
+            c.queue.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = c

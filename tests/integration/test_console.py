@@ -3,7 +3,7 @@ and its monitor page renders them in a real browser (headless Chromium via Playw
 
 A simulated experiment is loaded into the embedded store (its owner in a process of
 its own, as in production); the console runs in this process under uvicorn. Its
-screenshots go under ``$PREFLOOP_TEST_ARTIFACTS`` (default: the test's temporary
+screenshots go under ``$TEST_ARTIFACTS_DIR`` (default: the test's temporary
 directory), not into the repository.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -172,14 +171,12 @@ def test_the_console_is_not_served_beyond_this_machine_without_users(
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is installed by `make browser`")
 def test_the_monitor_page_renders_the_verdict_in_a_browser(
-    console: tuple[Settings, str], tmp_path: Path
+    console: tuple[Settings, str], artifacts: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     settings, url = console
     expected = {m["name"]: m for m in cli_verdict(settings)["metrics"]}
-    artifacts = Path(os.environ.get("PREFLOOP_TEST_ARTIFACTS", tmp_path))
-    artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
         page = browser.new_context(

@@ -25,3 +25,5 @@ export type { StorageLike } from "./storage.js";
 export { backoffDelay, parseRetryAfter } from "./transport.js";
 export type { FetchLike, WireEvent } from "./transport.js";
 export * from "./types.js";
+export { MAX_COMMENT, RATING_SELECTOR, mountRating, ratingTarget, submitRating, watchRatings } from "./widget.js";
+export type { MountRatingOptions, RatingClient, RatingResult, RatingWidget } from "./widget.js";
