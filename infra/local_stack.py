@@ -1,5 +1,5 @@
 """The local stack as one thing: Kafka, the embedded ClickHouse owner (with the sink),
-Ray, and the stream worker.
+Ray, the stream worker, the router, the verdict loop, the trainer and the console.
 
 ``up`` starts what is not running yet (and what the settings do not point
 elsewhere), ``down`` stops every process that ``up`` recorded under
@@ -30,6 +30,7 @@ from prefloop.settings import Settings, child_environment
 
 OWNER_START_TIMEOUT_S = 60.0
 WORKER_START_TIMEOUT_S = 120.0
+CONSOLE_START_TIMEOUT_S = 60.0
 STOP_TIMEOUTS_S = {"ray": RAY_STOP_TIMEOUT_S}
 
 
@@ -55,6 +56,7 @@ class LocalStack:
         self.sink = ManagedProcess("sink", settings.home / "run", settings.home / "logs")
         self.autopilot = ManagedProcess("autopilot", settings.home / "run", settings.home / "logs")
         self.trainer = ManagedProcess("trainer", settings.home / "run", settings.home / "logs")
+        self.console = ManagedProcess("console", settings.home / "run", settings.home / "logs")
 
     # -- up ------------------------------------------------------------------
     def up(self) -> list[str]:
@@ -73,6 +75,7 @@ class LocalStack:
             router = self._up_router()
             self._up_autopilot(started)
             self._up_trainer(started)
+            self._up_console(started)
         except BaseException:
             for process in reversed(started):
                 process.stop(STOP_TIMEOUTS_S.get(process.name, 30.0))
@@ -180,6 +183,27 @@ class LocalStack:
         self.trainer.start(_cli("trainer"), env=child_environment(self.settings))
         started.append(self.trainer)
 
+    def _up_console(self, started: list[ManagedProcess]) -> None:
+        """The console (``prefloop console``): the monitor, annotation and the demo chat."""
+        s = self.settings
+        url = console_url(s)
+        if self.console.is_running():
+            self.say(f"console: already up on {url}")
+            return
+        from prefloop.loop.console.app import check_exposure
+
+        check_exposure(s)
+        require_free_port("the console", s.console_port, "PREFLOOP_CONSOLE_PORT")
+        self.say(f"console: starting the console on {url} ...")
+        self.console.start(
+            _cli("console"), env=child_environment(s), extra={"port": s.console_port}
+        )
+        started.append(self.console)
+        self.console.wait_until(
+            lambda: port_answers(s.console_port), timeout=CONSOLE_START_TIMEOUT_S, what="listening"
+        )
+        self.say(f"console: {url}monitor (A/B), {url}annotate, {url}chat")
+
     def _up_autopilot(self, started: list[ManagedProcess]) -> None:
         """The automatic verdict loop (``prefloop ab watch``), when ``ab_auto`` is on."""
         s = self.settings
@@ -266,6 +290,9 @@ class LocalStack:
         trainer = self._process_status(self.trainer, None, "trainer service")
         trainer.detail = trainer_status(self.settings) or trainer.detail
         rows.append(trainer)
+        console = self._process_status(self.console, self.settings.console_port, "console")
+        console.detail = console_url(self.settings) if console.pid else console.detail
+        rows.append(console)
         rows.append(
             ComponentStatus(
                 "router",
@@ -352,6 +379,13 @@ def _answers_ok(url: str, timeout: float) -> bool:
             return bool(reply.status == 200)
     except OSError:  # URLError, and HTTPError for any other status, are OSErrors
         return False
+
+
+def console_url(settings: Settings) -> str:
+    """Where the console answers, as a browser on this machine reaches it."""
+    host = settings.console_host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{settings.console_port}/"
 
 
 TRAINER_STATUS = "trainer.status"

@@ -96,6 +96,7 @@ def isolated_settings(home: Path, **overrides: Any) -> Settings:
         "ray_dashboard_port": free_port(),
         "streams_web_port": free_port(),
         "serve_port": free_port(),
+        "console_port": free_port(),
     }
     values.update(overrides)
     return load_settings(environ={}, **values)

@@ -38,8 +38,9 @@ def config(ctx: click.Context) -> None:
 def up(ctx: click.Context, kafka_nodes: int | None) -> None:
     """Start the local stack: Kafka, the embedded ClickHouse owner (with the sink), Ray,
     the stream worker, the A/B router (once a version is registered), the verdict loop
-    (PREFLOOP_AB_AUTO) and the trainer service. With PREFLOOP_KAFKA_BOOTSTRAP,
-    PREFLOOP_CLICKHOUSE_URL or RAY_ADDRESS set, that cluster is used instead of starting one."""
+    (PREFLOOP_AB_AUTO), the trainer service and the console (its address printed). With
+    PREFLOOP_KAFKA_BOOTSTRAP, PREFLOOP_CLICKHOUSE_URL or RAY_ADDRESS set, that cluster is
+    used instead of starting one."""
     from prefloop.infra.local_stack import LocalStack
 
     settings = settings_of(ctx, kafka_nodes=kafka_nodes) if kafka_nodes else settings_of(ctx)

@@ -4,7 +4,10 @@ One thread reads the annotation-tasks topic (read_committed, consumer group
 ``<prefix>.console-annotation``), queues each task for ``PREFLOOP_ANNOTATION_OVERLAP``
 annotators and commits its offset once the task is stored, so a restart re-reads
 nothing it stored and loses nothing it did not. The same thread asks the router for
-each task's alternative response, as the product's spec does:
+the alternative responses, as the product's spec does, a few tasks ahead of the
+annotators (``LOOKAHEAD`` open tasks, highest priority first): a sampler drawing a
+thousand tasks an hour costs the router only what annotators judge. An alternative
+comes from
 
 * **another version**: the router's other served version (during an A/B, the other
   arm) answers the task's prompt, pinned by its name;
@@ -44,6 +47,7 @@ _log = logging.getLogger(__name__)
 ALTERNATIVE_USER = "prefloop-annotation"
 ALTERNATIVE_CONVERSATION = "prefloop-annotation-"
 RETRY_S = 5.0
+LOOKAHEAD = 16
 POLL_S = 1.0
 
 
@@ -117,7 +121,8 @@ class AnnotationFeed:
 
     def _alternatives(self) -> bool:
         """Generate what is missing; False when the router could not be asked."""
-        waiting = self.queue.without_alternative()
+        wanted = LOOKAHEAD - self.queue.open_count()
+        waiting = self.queue.without_alternative(wanted) if wanted > 0 else []
         if not waiting:
             self.status = "ready"
             return True

@@ -157,6 +157,16 @@ class AnnotationQueue:
             ).fetchall()
         return [json.loads(row["task"]) for row in rows]
 
+    def open_count(self) -> int:
+        """Tasks ready (alternative in hand) with a slot no answer or live hold takes."""
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT COUNT(*) AS n FROM tasks t WHERE t.alternative IS NOT NULL "
+                f"AND {_TAKEN} < t.overlap",
+                {"now": self._clock()},
+            ).fetchone()
+        return int(row["n"])
+
     def set_alternative(self, task_id: str, text: str, version: str, how: str) -> None:
         with self._transaction() as db:
             db.execute(

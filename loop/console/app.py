@@ -292,7 +292,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/api/routing/promote", _errors(c.writer("operator", c.promote)), methods=["POST"]),
         Route("/api/routing/rollback", _errors(c.writer("operator", c.rollback)), methods=["POST"]),
     ]
-    routes += chat_routes(c)
+    routes += chat_routes(settings, c.reader)
     routes.append(Mount("/static", StaticFiles(directory=PAGES)))
     if SDK_DIST.is_dir():
         routes.append(Mount("/sdk", StaticFiles(directory=SDK_DIST)))

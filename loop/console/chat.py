@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -28,8 +28,7 @@ from prefloop.settings import Settings
 
 from . import router_client
 
-if TYPE_CHECKING:  # app.py imports this module: only its type is needed here
-    from prefloop.loop.console.app import Console
+Handler = Callable[[Request], Awaitable[Response]]
 
 __all__ = ["ChatInputError", "ChatTurn", "chat_routes", "parse_turn"]
 
@@ -58,9 +57,9 @@ class ChatTurn:
     conversation_id: str | None = None
 
 
-def chat_routes(console: Console) -> list[BaseRoute]:
-    """``/chat``, ``/api/chat`` and ``/api/chat/config``, for signed-in readers."""
-    settings = console.settings
+def chat_routes(settings: Settings, reader: Callable[[Handler], Handler]) -> list[BaseRoute]:
+    """``/chat``, ``/api/chat`` and ``/api/chat/config``, each wrapped by ``reader`` (the
+    console's check that a reader is signed in)."""
 
     async def page(request: Request) -> Response:
         return FileResponse(PAGES / "chat.html", headers={"Cache-Control": "no-store"})
@@ -95,9 +94,9 @@ def chat_routes(console: Console) -> list[BaseRoute]:
         return JSONResponse(answer)
 
     return [
-        Route("/chat", console.reader(page), methods=["GET"]),
-        Route("/api/chat/config", console.reader(config), methods=["GET"]),
-        Route("/api/chat", console.reader(chat), methods=["POST"]),
+        Route("/chat", reader(page), methods=["GET"]),
+        Route("/api/chat/config", reader(config), methods=["GET"]),
+        Route("/api/chat", reader(chat), methods=["POST"]),
     ]
 
 

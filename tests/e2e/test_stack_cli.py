@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def ports(settings: Settings) -> list[int]:
         settings.ray_port,
         settings.streams_web_port,
         settings.serve_port,
+        settings.console_port,
     ]
 
 
@@ -50,9 +52,15 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
     try:  # down, whatever fails: a stack left running holds ports the next tests need
         up = prefloop(settings, "up")
         assert up.returncode == 0, up.stderr
-        started = "up: started kafka-1, clickhouse, ray, worker, router, autopilot, trainer"
+        started = (
+            "up: started kafka-1, clickhouse, ray, worker, router, autopilot, trainer, console"
+        )
         assert started in up.stdout
         assert "router: starting the A/B router" in up.stdout  # a version is registered
+        console = f"http://127.0.0.1:{settings.console_port}/"
+        assert f"console: {console}monitor (A/B), {console}annotate, {console}chat" in up.stdout
+        with urllib.request.urlopen(f"{console}api/me", timeout=30) as reply:
+            assert json.load(reply)["users_configured"] is False  # read-only without users
         status = prefloop(settings, "status", "--json")
         assert status.returncode == 0, status.stderr
         rows = {row["name"]: row for row in json.loads(status.stdout)}
@@ -64,6 +72,7 @@ def test_up_status_down_leave_no_process_and_free_their_ports(tmp_path: Path) ->
             "autopilot": "up",
             "router": "up",
             "trainer": "up",
+            "console": "up",
         }
         assert rows["kafka-1"]["version"] == "4.4.0"
         assert rows["kafka-1"]["topics"][settings.topics.interactions] == 0

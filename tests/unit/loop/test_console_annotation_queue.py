@@ -66,8 +66,11 @@ def test_a_task_without_its_alternative_is_not_given(tmp_path, clock) -> None:
     queue.add(task(1), 1)
     assert queue.take("ann") is None
     assert [t["task_id"] for t in queue.without_alternative()] == ["t-1"]
+    assert queue.open_count() == 0
     queue.set_alternative("t-1", "other", "v1", "other sampling")
+    assert queue.open_count() == 1  # the feed generates only this many ahead
     assert queue.take("ann") is not None
+    assert queue.open_count() == 0  # held: not open
     assert queue.without_alternative() == []
 
 
