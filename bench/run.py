@@ -16,6 +16,8 @@ BENCHMARKS = [
     "streams",
     "serving",
     "analytics",
+    "console_control",
+    "console_monitor",
     "cli_start",
     "training",
     "demo",
