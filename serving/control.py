@@ -24,10 +24,10 @@ from pydantic import SecretStr
 
 from prefloop.event_client import feedback_client
 from prefloop.model_registry import ModelRegistry
+from prefloop.process import port_answers
 from prefloop.settings import ENV_PREFIX, Settings, settings_env
 
 from .assignment import Routing, Split
-from .deployment import DEPLOYMENT
 from .exceptions import ServingError
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 APP_NAME = "prefloop"
+DEPLOYMENT = "router"  # the router's deployment in the application (deployment.py)
 PROXY_GRACE_S = 2.0  # the proxy's deadline is the router's plus this
 
 
@@ -115,7 +116,7 @@ def reroute(settings: Settings, routing: Routing, *, timeout_s: float = 60.0) ->
     The deployed config is read back from Serve and only its ``user_config``
     replaced, so the caller's own settings (replicas, environment) change nothing.
     """
-    app = _deployed_app(_client(settings))
+    app = _deployed_app(_serve_api(settings))
     if app is None:
         raise ServingError("the router is not running: start it with `prefloop serve`")
     config = json.loads(json.dumps(app))  # a private copy
@@ -129,25 +130,31 @@ def _apply(settings: Settings, app: dict[str, Any], routing: Routing, timeout_s:
     registry = ModelRegistry.from_settings(settings)
     for version in routing.versions:
         registry.get(version)  # refuse an unknown version before Serve sees it
-    client = _client(settings)
+    client = _serve_api(settings)
+    config = {"http_options": _http_options(settings), "applications": [app]}
+    if isinstance(client, ServeRest):
+        client.deploy(config)  # Serve validates it (importing its schema costs 3 s)
+    else:
+        client.deploy_apps(_validated(config))
+    _wait_running(client, routing, timeout_s)
+
+
+REFUSED = "check PREFLOOP_SERVE_AUTOSCALING and the other PREFLOOP_SERVE_* settings"
+
+
+def _validated(config: dict[str, Any]) -> Any:
+    """``config`` as Serve's ``ServeDeploySchema``; a ServingError naming what is wrong."""
     from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
     try:
-        config = ServeDeploySchema.model_validate(
-            {
-                "http_options": _http_options(settings),
-                "applications": [app],
-            }
-        )
+        return ServeDeploySchema.model_validate(config)
     except ValidationError as exc:
+        first = exc.errors()[0]
         raise ServingError(
-            f"Serve refuses the router's config ({exc.errors()[0]['msg']} at "
-            f"{'.'.join(map(str, exc.errors()[0]['loc']))}): check PREFLOOP_SERVE_AUTOSCALING "
-            "and the other PREFLOOP_SERVE_* settings"
+            f"Serve refuses the router's config ({first['msg']} at "
+            f"{'.'.join(map(str, first['loc']))}): {REFUSED}"
         ) from None
-    client.deploy_apps(config)
-    _wait_running(client, routing, timeout_s)
 
 
 def serve(settings: Settings, version: str | None = None) -> Routing:
@@ -168,7 +175,7 @@ def serve(settings: Settings, version: str | None = None) -> Routing:
 
 def current_routing(settings: Settings) -> Routing | None:
     """The routing the running router serves, or None when no router runs."""
-    app = _deployed_app(_client(settings))
+    app = _deployed_app(_serve_api(settings))
     for deployment in (app or {}).get("deployments", []):
         if deployment.get("name") == DEPLOYMENT and deployment.get("user_config"):
             return Routing.from_config(deployment["user_config"])
@@ -287,6 +294,61 @@ def _record(settings: Settings, kind: str, version: str, experiment: Split, deta
                 "detail": detail,
             },
         )
+
+
+class ServeRest:
+    """Serve's REST API on the local head's dashboard: the reads and deploys of Serve's
+    Python client (``get_serve_details``; ``deploy`` for ``deploy_apps``), without a
+    Ray driver.
+
+    A driver's start costs a command 5 to 20 s on a busy machine, most of what
+    ``prefloop ab set-split`` and ``ab status`` took; over HTTP they take a fraction
+    of a second. The local head checks its token here as it does a driver's.
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/") + "/api/serve/applications/"
+        self._headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+    def _call(self, method: str, body: Any = None, timeout_s: float = 30.0) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url, data, self._headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+                raw = reply.read()
+        except urllib.error.HTTPError as exc:
+            said = exc.read()[:1000].decode(errors="replace").strip()
+            if method == "PUT" and exc.code in (400, 422):
+                refused = f"Serve refuses the router's config ({said}): {REFUSED}"
+                raise ServingError(refused) from None
+            raise ServingError(f"Serve's REST API refused {method} ({exc.code}): {said}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServingError(f"Serve's REST API at {self.url} did not answer: {exc}") from None
+        return json.loads(raw) if raw.strip() else None
+
+    def get_serve_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = self._call("GET") or {}
+        return details
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """Serve's ``serve deploy`` of ``config`` (a ``ServeDeploySchema`` as JSON)."""
+        self._call("PUT", config, timeout_s=120.0)
+
+
+def _serve_api(settings: Settings) -> Any:
+    """How this process reaches Serve: the local head's REST API when its dashboard runs
+    (no driver to start), else Serve's Python client on a Ray driver."""
+    if not settings.ray_address and port_answers(settings.ray_dashboard_port):
+        from prefloop.ray_client import token_path
+
+        token = token_path(settings)
+        if token.exists():
+            url = f"http://127.0.0.1:{settings.ray_dashboard_port}"
+            return ServeRest(url, token.read_text().strip())
+    return _client(settings)
 
 
 def _client(settings: Settings) -> Any:

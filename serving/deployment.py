@@ -27,6 +27,7 @@ from prefloop.settings import Settings, load_settings
 from .assignment import Routing
 from .auth import ApiKeys
 from .collector import Limits, create_collector
+from .control import DEPLOYMENT
 from .exceptions import ServingError
 from .openai_api import ApiLimits
 from .pool import ModelPool
@@ -36,7 +37,6 @@ __all__ = ["DEPLOYMENT", "RouterReplica", "build_app"]
 
 log = logging.getLogger(__name__)
 
-DEPLOYMENT = "router"
 EVENTS_LINGER_MS = 100
 
 

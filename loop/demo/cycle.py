@@ -52,12 +52,13 @@ class LoopResult:
 def run_loop(settings: Settings, options: LoopOptions, console: Console) -> LoopResult:
     """Bring the stack up, run the users until ``options.generations`` promotions or the
     deadline, write the report, bring the stack down (when this run brought it up)."""
-    from prefloop.infra.local_stack import LocalStack
+    from prefloop.infra.local_stack import LocalStack, console_url
 
     started_at = time.time()
     _show_settings(console, settings, options)
     stack = LocalStack(settings, say=lambda line: console.print(f"  {line}"))
     started = stack.up()
+    console.print(f"  watch the A/B live in the console: {console_url(settings)}monitor")
     if not started:
         console.print(
             "  [yellow]the stack was already up: its worker, trainer and verdict loop keep the "
