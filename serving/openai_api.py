@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import ROLES, Generation, GenerationRequest
@@ -47,9 +47,9 @@ _KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "user", "stream", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "seed", "stop", "n", "stream_options",
-        "regenerate_of", "conversation_id", "session_id",
+        "regenerate_of", "conversation_id", "session_id", "metadata",
         # accepted and ignored: they do not change what a chat model returns here
-        "frequency_penalty", "presence_penalty", "logit_bias", "metadata", "store",
+        "frequency_penalty", "presence_penalty", "logit_bias", "store",
         "parallel_tool_calls", "service_tier", "response_format",
     }
 )  # fmt: skip
@@ -75,6 +75,33 @@ class ChatRequest:
     regenerate_of: str | None = None
     conversation_id: str | None = None
     session_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    """OpenAI's ``metadata``: up to 16 string pairs, kept on the logged Interaction."""
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > METADATA_KEYS
+        or not all(
+            isinstance(k, str) and isinstance(v, str)
+            and len(k) <= METADATA_KEY_CHARS and len(v) <= METADATA_VALUE_CHARS
+            for k, v in value.items()
+        )
+    ):  # fmt: skip
+        raise ApiError(
+            400,
+            f"`metadata` must be an object of at most {METADATA_KEYS} string values, keys of "
+            f"at most {METADATA_KEY_CHARS} characters, values of at most "
+            f"{METADATA_VALUE_CHARS}",
+            param="metadata",
+        )
+    return dict(value)
 
 
 def parse_chat_request(body: bytes, headers: Mapping[str, str], limits: ApiLimits) -> ChatRequest:
@@ -155,6 +182,7 @@ def parse_chat_request(body: bytes, headers: Mapping[str, str], limits: ApiLimit
         conversation_id=_text_field(payload, "conversation_id")
         or headers.get("x-prefloop-conversation"),
         session_id=_text_field(payload, "session_id") or headers.get("x-prefloop-session"),
+        metadata=_metadata(payload.get("metadata")),
     )
 
 

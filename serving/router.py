@@ -383,7 +383,7 @@ class ChatRouter:
             "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
             "uncertainty": None,
-            "metadata": {"finish_reason": generation.finish_reason},
+            "metadata": {**chat.metadata, "finish_reason": generation.finish_reason},
         }
         self._emit("interaction", interaction, served)
 

@@ -49,7 +49,7 @@ from prefloop.streams.preference_pair import PairStep
 from prefloop.streams.records import Record
 from prefloop.streams.sampler_store import SamplerStore
 from prefloop.streams.sampling import Sampler
-from prefloop.streams.scoring import Scorer
+from prefloop.streams.scoring import Scorer, is_scored
 from prefloop.streams.topology import (
     GLOBAL_TABLES,
     PARTITIONED_TABLES,
@@ -64,7 +64,7 @@ from prefloop.streams.trigger import ENDS_TRAINING, RetrainTrigger
 from prefloop_sdk import Codec, default_codec
 from prefloop_sdk.events import key_of
 
-__all__ = ["StreamsApp", "app_id"]
+__all__ = ["StreamsApp", "app_id", "faust_app"]
 
 log = logging.getLogger("prefloop.streams")
 
@@ -89,6 +89,40 @@ def _state_table(app: faust.App, name: str, partitions: int) -> Any:
     )
 
 
+def faust_app(settings: Settings, name: str | None = None) -> tuple[faust.App, ProcessingGate]:
+    """The Faust app the worker runs, configured from ``settings`` (guarantee, store,
+    commit interval, the consumer and transaction fixes installed), with no agent yet,
+    and the gate its agents process events in. ``name``: another app id (the
+    benchmark's floor runs this app with one agent that discards)."""
+    s = settings
+    store = "memory://" if s.streams_store == "memory" else "rocksdb://"
+    app = faust.App(
+        name or app_id(s),
+        broker=[f"kafka://{host}" for host in s.bootstrap_servers.split(",")],
+        store=store,
+        processing_guarantee=s.streams_guarantee,
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.replication_factor,
+        table_standby_replicas=0,
+        datadir=str(s.home / "streams"),
+        web_host="127.0.0.1",
+        web_port=s.streams_web_port,
+        web_bind="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        producer_compression_type="lz4",
+        broker_commit_interval=1.0,
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
+        autodiscover=False,
+        agent_supervisor=CrashingSupervisor,
+    )
+    install_consumer(app)
+    gate = ProcessingGate()
+    if s.streams_guarantee == "exactly_once":
+        install(app, gate)
+    return app, gate
+
+
 class StreamsApp:
     """Builds the Faust app of ``settings`` and holds the logic its agents run."""
 
@@ -110,31 +144,7 @@ class StreamsApp:
     # -- construction ---------------------------------------------------------
     def _build(self) -> faust.App:
         s = self.settings
-        store = "memory://" if s.streams_store == "memory" else "rocksdb://"
-        app = faust.App(
-            app_id(s),
-            broker=[f"kafka://{host}" for host in s.bootstrap_servers.split(",")],
-            store=store,
-            processing_guarantee=s.streams_guarantee,
-            topic_partitions=s.topic_partitions,
-            topic_replication_factor=s.replication_factor,
-            table_standby_replicas=0,
-            datadir=str(s.home / "streams"),
-            web_host="127.0.0.1",
-            web_port=s.streams_web_port,
-            web_bind="127.0.0.1",
-            consumer_auto_offset_reset="earliest",
-            producer_compression_type="lz4",
-            broker_commit_interval=1.0,
-            broker_session_timeout=15.0,
-            broker_heartbeat_interval=3.0,
-            autodiscover=False,
-            agent_supervisor=CrashingSupervisor,
-        )
-        install_consumer(app)
-        self.gate = ProcessingGate()
-        if s.streams_guarantee == "exactly_once":
-            install(app, self.gate)
+        app, self.gate = faust_app(s)
         t, st = self.topics, self.stream_topics
         self.out = {
             name: _raw_topic(app, name)
@@ -241,6 +251,8 @@ class StreamsApp:
 
     def _score_event(self, decoded: Decoded, partition: int, now: int) -> None:
         record, source = decoded.record, decoded.source
+        if decoded.record_type == "interaction" and not is_scored(record):
+            return  # logged and stored, never scored, sampled or paired
         conversation = record["conversation_id"]
         held = self.conversations.get(conversation)
         state = held["s"] if held else None

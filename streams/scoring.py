@@ -40,7 +40,19 @@ from typing import Any
 from prefloop.streams.config import ScoringConfig
 from prefloop.streams.records import Record, Rejected, SourceOffset, bounded_add
 
-__all__ = ["Scorer", "ScoringStep", "implicit_score"]
+__all__ = ["UNSCORED", "Scorer", "ScoringStep", "implicit_score", "is_scored"]
+
+UNSCORED = ("prefloop_scored", "false")
+"""The Interaction ``metadata`` entry of an answer that is logged and stored but never
+scored, and so never sampled for annotation or paired: one no user saw, such as the
+alternative the console asks the router for to judge a task against (sent as OpenAI's
+``metadata`` with the request)."""
+
+
+def is_scored(interaction: Record) -> bool:
+    """Whether the stream agents score ``interaction`` (see :data:`UNSCORED`)."""
+    key, value = UNSCORED
+    return (interaction.get("metadata") or {}).get(key) != value
 
 _INTERACTION_FIELDS = (
     "interaction_id",

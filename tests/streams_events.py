@@ -25,6 +25,7 @@ def interaction(
     response: str | None = None,
     model: str = "v1",
     uncertainty: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An Interaction whose interaction_id is ``i-<rid>``."""
     if messages is None:
@@ -47,7 +48,7 @@ def interaction(
         "prompt_tokens": 10,
         "completion_tokens": 20,
         "uncertainty": uncertainty,
-        "metadata": {},
+        "metadata": metadata or {},
     }
     encode("interaction", record)  # the factory itself makes schema-valid events
     return record

@@ -15,10 +15,12 @@ comes from
   answers again at temperature 1.0 with a seed of its own.
 
 The alternatives' requests name the user ``prefloop-annotation`` and conversations
-``prefloop-annotation-<task id>``: the router logs them like any answer (outside every
-experiment, as a pinned version is), and a task the sampler draws from one of them is
-dropped here rather than judged against itself. While the router is away the tasks
-wait, and the thread asks again every ``RETRY_S``.
+``prefloop-annotation-<task id>``, and carry OpenAI's ``metadata`` with
+:data:`~prefloop.streams.scoring.UNSCORED`: the router logs them like any answer
+(outside every experiment, as a pinned version is), and the stream agents never score
+them, so no user's signal is read into them, none is sampled as a task, none is paired
+(an unsignalled answer rejected against a liked one would teach nothing true). While
+the router is away the tasks wait, and the thread asks again every ``RETRY_S``.
 
 Answers go out as AnnotationResults through the SDK's client (journaled: a broker
 outage spools them, nothing is lost).
@@ -36,6 +38,7 @@ from prefloop.errors import first_line
 from prefloop.event_client import feedback_client
 from prefloop.kafka import broker_count, consumer
 from prefloop.settings import Settings
+from prefloop.streams.scoring import UNSCORED
 from prefloop_sdk import decode
 
 from . import router_client
@@ -115,8 +118,6 @@ class AnnotationFeed:
         if record_type != "annotation_task":
             _log.error("annotation feed: a %s on the tasks topic skipped", record_type)
             return
-        if str(task.get("conversation_id", "")).startswith(ALTERNATIVE_CONVERSATION):
-            return  # drawn from an alternative this console asked for
         self.queue.add(task, self.settings.annotation_overlap)
 
     def _alternatives(self) -> bool:
@@ -144,6 +145,7 @@ class AnnotationFeed:
             "messages": task["prompt"],
             "user": ALTERNATIVE_USER,
             "conversation_id": f"{ALTERNATIVE_CONVERSATION}{task['task_id']}",
+            "metadata": dict([UNSCORED, ("prefloop_annotation_task", task["task_id"])]),
         }
         if others:
             version, how = others[-1], "another version"

@@ -17,6 +17,7 @@ from prefloop import kafka
 from prefloop.infra.testing import StreamWorker
 from prefloop.kafka import TopicReader
 from prefloop.settings import Settings
+from prefloop.streams.scoring import UNSCORED
 from prefloop.streams.topology import (
     GLOBAL_TABLES,
     PARTITIONED_TABLES,
@@ -148,6 +149,10 @@ def test_scripted_conversations_give_the_products_scores_pairs_tasks_and_one_tri
     # c3: two answers to one question, rated 5 and 2, then silence (the 4 s timeout)
     feed.interaction("y1", conv="c3", messages=[CAPITAL], ts=t0 + 10 * MINUTE)
     feed.interaction("y2", conv="c3", messages=[CAPITAL], ts=t0 + 10 * MINUTE + 1)
+    # c9: an answer no user saw (the console's alternative to judge a task against),
+    # to c1's question: logged, never scored, sampled or paired (nothing below shows it)
+    unscored = dict([UNSCORED])
+    feed.interaction("z1", conv="c9", messages=[SORT_Q], ts=t0 + 10 * MINUTE, metadata=unscored)
     feed.feedback("RATING", "y1", "h1", conv="c3", ts=t0 + 11 * MINUTE, value=5.0)
     feed.feedback("RATING", "y2", "h2", conv="c3", ts=t0 + 11 * MINUTE, value=2.0)
 

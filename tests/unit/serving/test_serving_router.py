@@ -201,6 +201,12 @@ BAD_REQUESTS = {
     "bad-temperature": (request_body(temperature=-1), 400, "temperature"),
     "unknown-field": (request_body(tools=[]), 400, "tools"),
     "foreign-regenerate": (request_body(regenerate_of="abc"), 400, "regenerate_of"),
+    "metadata-not-strings": (request_body(metadata={"n": 1}), 400, "metadata"),
+    "metadata-too-many": (
+        request_body(metadata={f"k{i}": "v" for i in range(17)}),
+        400,
+        "metadata",
+    ),
     "oversized-body": (b"x" * 5000, 413, None),
 }
 
@@ -215,6 +221,19 @@ def test_bad_requests_get_an_openai_error_body(
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
     assert error["param"] == param
+
+
+def test_the_requests_metadata_is_kept_on_its_interaction(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    events = Recorder()
+    router = make_router(registry, tmp_path, emitter=events)
+    with TestClient(router.app()) as client:
+        assert ask(client, metadata={"prefloop_scored": "false", "team": "a"}).status_code == 200
+        assert ask(client).status_code == 200
+    tagged, plain = events.of("interaction")
+    assert tagged["metadata"] == {"prefloop_scored": "false", "team": "a", "finish_reason": "stop"}
+    assert plain["metadata"] == {"finish_reason": "stop"}
 
 
 def test_a_failing_event_log_never_fails_the_chat(registry: ModelRegistry, tmp_path: Path) -> None:
