@@ -54,6 +54,7 @@ def is_scored(interaction: Record) -> bool:
     key, value = UNSCORED
     return (interaction.get("metadata") or {}).get(key) != value
 
+
 _INTERACTION_FIELDS = (
     "interaction_id",
     "response_id",
