@@ -224,24 +224,50 @@ def test_an_annotator_completes_five_tasks_by_keyboard_alone(
 def test_a_held_task_goes_to_a_second_annotator_only_after_the_hold(
     router: Settings, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import sync_playwright
+
     with console(router, tmp_path / "home") as (settings, url):
         [task_id] = emit_tasks(settings, 1, "lock")
         ann, bob = Annotator(url, "ann", "ann-pw"), Annotator(url, "bob", "bob-pw")
-        wait_queued(ann, 1)
-        held = ann.next()
-        assert held is not None and held["task_id"] == task_id
+        wait_queued(ann, 1)  # the alternative is ready (and ann now holds the task)
         taken_at = time.monotonic()
-        assert bob.next() is None  # held by ann: not given
-        assert ann.next()["task_id"] == task_id  # ann asking again keeps it
-        while bob.next() is None:
-            assert time.monotonic() - taken_at < LOCK_S + 10, "the hold never lapsed"
-            time.sleep(0.25)
-        assert time.monotonic() - taken_at >= LOCK_S - 0.5
-        status, refused = ann.answer(task_id, "A")
-        assert status == 409 and "went to another annotator" in refused["error"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                pages = {}
+                for name in ("ann", "bob"):
+                    context = browser.new_context(
+                        http_credentials={"username": name, "password": f"{name}-pw"}
+                    )
+                    pages[name] = context.new_page()
+                pages["ann"].goto(f"{url}/annotate")  # ann's hold is given back to her
+                pages["ann"].wait_for_function(
+                    f"document.body.dataset.taskId === {json.dumps(task_id)}", timeout=30_000
+                )
+                pages["bob"].goto(f"{url}/annotate")
+                pages["bob"].wait_for_selector("#empty:not([hidden])", timeout=30_000)
+                assert "No task left" in pages["bob"].text_content("#empty")
+                # bob's page asks again every few seconds: it gets the task once ann's
+                # hold lapses, not before
+                pages["bob"].wait_for_function(
+                    f"document.body.dataset.taskId === {json.dumps(task_id)}",
+                    timeout=(LOCK_S + 15) * 1000,
+                )
+                assert time.monotonic() - taken_at >= LOCK_S - 1.0
+                pages["ann"].keyboard.press("1")  # too late: the task went to bob
+                pages["ann"].wait_for_function(
+                    "document.getElementById('message').textContent.includes('not recorded')",
+                    timeout=30_000,
+                )
+                assert "went to another annotator" in pages["ann"].text_content("#message")
+                pages["bob"].keyboard.press("2")
+                pages["bob"].wait_for_function(
+                    "document.getElementById('message').textContent === 'B recorded'",
+                    timeout=30_000,
+                )
+            finally:
+                browser.close()
         assert ann.next() is None  # nobody sees a task twice
-        status, answered = bob.answer(task_id, "B")
-        assert status == 200, answered
 
         # the guards: another annotator's task, a bad choice, no CSRF token, no sign-in
         assert ann.answer(task_id, "A")[0] == 409
