@@ -1,10 +1,12 @@
 """The typed event tables: each topic's decoded events as rows of its own table.
 
-The sink decodes every record (read as the latest schema version) and writes it to
-the table of its record type, laid out by ``migrations/0003_event_tables.sql``. A
-table's columns are read from ClickHouse, so a field the table lacks is left out
-and a column the event lacks takes its default: a schema may grow before its
-table does.
+The sink writes every record, as decoded with the latest schema version, to the table
+of its record type, laid out by ``migrations/0003_event_tables.sql``. A table's
+columns are read from ClickHouse, so a field the table lacks is left out and a column
+the event lacks takes its default: a schema may grow before its table does.
+ClickHouse decodes the records and applies the rules below in SQL
+(:mod:`prefloop.analytics.avro_rows`); :meth:`TableLayout.rows` applies them in Python
+to the records it leaves to Python.
 
 How a field becomes a column, by the column's type:
 
@@ -32,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["TABLES", "TableLayout", "Watermarks", "load_layouts"]
+__all__ = ["TABLES", "UNFIT", "TableLayout", "Watermarks", "load_layouts", "typed_array"]
 
 # record type -> its table
 TABLES = {
@@ -47,6 +49,8 @@ TABLES = {
     "dead_letter": "dead_letters",
 }
 SOURCE_COLUMNS = ("_partition", "_offset")
+# what Arrow raises for a value its column cannot hold (a negative count into UInt32)
+UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
 
 _SIMPLE = {
     "String": pa.binary(),
@@ -131,6 +135,11 @@ def _converted(values: list[Any], kind: pa.DataType, nullable: bool) -> list[Any
     if zero is not None and None in values:
         return [zero if v is None else v for v in values]
     return values
+
+
+def typed_array(values: list[Any], kind: pa.DataType, nullable: bool) -> pa.Array:
+    """One column of the values a decoded record has for it; raises one of ``UNFIT``."""
+    return pa.array(_converted(values, kind, nullable), type=kind)
 
 
 @dataclass(frozen=True)

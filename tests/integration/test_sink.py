@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ from streams_events import feedback, interaction
 
 from prefloop import kafka
 from prefloop.analytics.sink import ClickHouseSink, _Handover, event_id_of, sink_group
-from prefloop.analytics.tables import Watermarks
+from prefloop.analytics.tables import TABLES, Watermarks, load_layouts
 from prefloop.clickhouse.client import connect
 from prefloop.infra.testing import STORE_ONLY, STORE_OWNER, start_store
 from prefloop.settings import REPO_ROOT, Settings, load_settings
@@ -798,3 +799,173 @@ def test_event_id_of_a_cut_id_is_empty_and_a_cut_body_keeps_its_id() -> None:
     assert _invalid({"CorruptEventError"})
     for corrupt in _invalid({"CorruptEventError"}):
         assert event_id_of(corrupt) == ("interaction", b"0b7e4a52-3c1f-4f7a-9d2e-1a6b5c4d3e2f")
+
+
+# -- typed rows decoded by ClickHouse ----------------------------------------------------
+
+
+class TypedCapture:
+    """A client keeping every typed-table insert (the Arrow table the sink built)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.tables: dict[str, list[pa.Table]] = {}
+
+    def insert_arrow(self, table: str, data: pa.Table, **kwargs: Any) -> Any:
+        if table != "raw_events":
+            self.tables.setdefault(table, []).append(data)
+        return self.client.insert_arrow(table, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def produce_values(settings: Settings, events: list[tuple[str, bytes]]) -> list[Position]:
+    """Each (topic, value) produced with key b"k"; their positions, in the same order."""
+    positions: dict[int, Position] = {}
+
+    def delivered(i: int, err: Any, msg: Any) -> None:
+        assert err is None, err
+        positions[i] = (msg.topic(), msg.partition(), msg.offset())
+
+    producer = kafka.producer(settings)
+    for i, (topic, value) in enumerate(events):
+        producer.produce(topic, value, b"k", on_delivery=functools.partial(delivered, i))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert len(positions) == len(events)
+    return [positions[i] for i in range(len(events))]
+
+
+def python_rows(
+    client: Client, values: dict[Position, bytes], table: str, record_type: str
+) -> pa.Table:
+    """The rows the Python path makes of the ``values`` of one record type (by its own
+    layout), in (partition, offset) order."""
+    layout = load_layouts(client, [table])[table]
+    mine = sorted((p, o, v) for (_, p, o), v in values.items() if event_id_of(v)[0] == record_type)
+    records = [decode(v)[1] for _, _, v in mine]
+    return layout.rows(records, [(p, o) for p, o, _ in mine])
+
+
+def in_order(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables).sort_by([("_partition", "ascending"), ("_offset", "ascending")])
+
+
+def test_clickhouse_decodes_every_record_type_into_the_rows_python_makes(
+    store_only: Settings,
+) -> None:
+    """Every bundled vector (both versions of the types that have two), text that
+    json.dumps and ClickHouse escape differently, a table column no version has and one
+    only the newer writer has (the older one's rows take the reader's default)."""
+    settings = store_only
+    client = connect(settings)
+    client.command("ALTER TABLE annotation_results ADD COLUMN overlap UInt32")
+    client.command("ALTER TABLE exposures ADD COLUMN region LowCardinality(String)")
+    topics = settings.topics
+    events = [
+        (topics.for_record(v["record_type"]), bytes.fromhex(v["hex"]))
+        for v in _vectors()
+        for _ in range(3)
+    ]
+    odd = ["a/b \u2028 \u2029 \x0b \x1f \x7f \\u2028 \\ \" ' \t\n é 🚀", "", "x" * 300]
+    for i, text in enumerate(odd):
+        messages = [{"role": "user", "content": text}, {"role": text, "content": "ok"}]
+        record = interaction(f"odd-{i}", messages=messages, response=text)
+        events.append((topics.interactions, encode("interaction", record)))
+    positions = produce_values(settings, events)
+    values = dict(zip(positions, (value for _, value in events), strict=True))
+
+    capture = TypedCapture(connect(settings))
+    runner = SinkThread(ClickHouseSink(settings, lambda: capture))
+    try:
+        wait_until_sunk(settings, client, len(events), runner.check)
+    finally:
+        runner.close()
+    assert runner.error is None
+    sink = runner.sink
+    assert sink.undecodable == 0 and sink.unfit == 0
+    assert sink.decoded_in_python == 0  # ClickHouse decoded every one
+    assert sink.typed_rows == len(events)
+    assert set(capture.tables) == set(TABLES.values())
+    for record_type, table in TABLES.items():
+        expected = python_rows(client, values, table, record_type)
+        assert in_order(capture.tables[table]).equals(expected), table
+    overlaps = in_order(capture.tables["annotation_results"]).column("overlap").to_pylist()
+    assert Counter(overlaps) == {1: 3, 3: 3}  # v1's rows take v2's default, 1
+    regions = in_order(capture.tables["exposures"]).column("region").to_pylist()
+    assert regions == [b""] * 3  # no version has it: the type's zero
+    stored = client.query(
+        "SELECT messages, response FROM interactions WHERE interaction_id = 'i-odd-0'"
+    ).result_rows
+    first = [{"role": "user", "content": odd[0]}, {"role": odd[0], "content": "ok"}]
+    assert stored == [(json.dumps(first, ensure_ascii=False, separators=(",", ":")), odd[0])]
+
+
+def test_a_group_clickhouse_cannot_decode_is_decoded_in_python_and_its_poison_kept_raw(
+    store_only: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated body, a body with bytes after it and a count no UInt32 holds, among
+    good interactions: the interactions of that batch are decoded in Python, the three
+    land in raw_events only; the feedback beside them is decoded by ClickHouse."""
+    topics = store_only.topics
+    good = [encode("interaction", interaction(f"g{i}", turn=i)) for i in range(10)]
+    negative = interaction("neg")
+    negative["turn"] = -1
+    poison = [*_invalid({"CorruptEventError"}), encode("interaction", negative)]
+    assert len(poison) == 3
+    ratings = [
+        encode("feedback", feedback("RATING", f"g{i}", f"f-{i}", value=4.0)) for i in range(10)
+    ]
+    events = [(topics.interactions, v) for v in good[:5] + poison + good[5:]]
+    events += [(topics.feedback, v) for v in ratings]
+    # one batch: it fills once every record is read
+    settings = store_only.with_overrides(sink_batch_rows=len(events), sink_batch_s=30.0)
+    positions = produce_values(settings, events)
+    values = dict(zip(positions, (value for _, value in events), strict=True))
+    client = connect(settings)
+
+    capture = TypedCapture(connect(settings))
+    runner = SinkThread(ClickHouseSink(settings, lambda: capture))
+    try:
+        with caplog.at_level(logging.WARNING, logger="prefloop.sink"):
+            wait_until_sunk(settings, client, len(events), runner.check)
+    finally:
+        runner.close()
+    assert runner.error is None
+    sink = runner.sink
+    assert sink.batches == 1
+    assert (sink.undecodable, sink.unfit) == (2, 1)
+    assert sink.decoded_in_python == 10  # the good interactions, none of the feedback
+    assert scalar(client, "SELECT count() FROM raw_events FINAL") == len(events)
+    assert scalar(client, "SELECT count() FROM interactions") == 10
+    assert scalar(client, "SELECT count() FROM feedback") == 10
+    ids = client.query("SELECT interaction_id FROM interactions ORDER BY interaction_id")
+    assert [r[0] for r in ids.result_rows] == sorted(f"i-g{i}" for i in range(10))
+    for table, record_type in (("interactions", "interaction"), ("feedback", "feedback")):
+        # the Python path's rows: all but the poison (it does not decode or fit)
+        kept = {pos: v for pos, v in values.items() if v not in poison}
+        assert in_order(capture.tables[table]).equals(python_rows(client, kept, table, record_type))
+    warned = [r.getMessage() for r in caplog.records if "did not decode" in r.getMessage()]
+    assert len(warned) == 1 and "into interactions" in warned[0]
+
+
+def test_the_python_path_stores_what_the_clickhouse_path_stores(store_only: Settings) -> None:
+    """``decode_in_clickhouse=False``: every group is decoded in Python, same rows."""
+    settings = store_only
+    topics = settings.topics
+    events = [(topics.for_record(v["record_type"]), bytes.fromhex(v["hex"])) for v in _vectors()]
+    positions = produce_values(settings, events)
+    values = dict(zip(positions, (value for _, value in events), strict=True))
+    client = connect(settings)
+    capture = TypedCapture(connect(settings))
+    runner = SinkThread(ClickHouseSink(settings, lambda: capture, decode_in_clickhouse=False))
+    try:
+        wait_until_sunk(settings, client, len(events), runner.check)
+    finally:
+        runner.close()
+    assert runner.error is None
+    assert runner.sink.decoded_in_python == len(events)
+    for record_type, table in TABLES.items():
+        expected = python_rows(client, values, table, record_type)
+        assert in_order(capture.tables[table]).equals(expected), table
