@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from common import median, write_section
+from pydantic import SecretStr
 
 from prefloop.infra.ray_head import STOP_TIMEOUT_S, ray_process, start_head
 from prefloop.infra.testing import local_kafka
@@ -166,11 +167,8 @@ def measure(rounds: int) -> dict[str, Any]:
             broker,
             home=Path(home),
             console_port=free_port(),
-            console_users=None,
+            console_users=SecretStr(":operator:".join(OPERATOR)),
         )
-        from pydantic import SecretStr
-
-        settings = settings.with_overrides(console_users=SecretStr(":operator:".join(OPERATOR)))
         start_head(settings, dashboard=True)  # as `prefloop up` starts it (the Jobs API)
         console_process = ManagedProcess("console", settings.home / "run", settings.home / "logs")
         requests = Requests()
